@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: install install-test demo demo-headless test dashboard clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install            ## synthetic data -> train + evaluate every variant (quick) -> leaderboard -> dashboard
+	$(PY) -m engine demo
+
+demo-headless: install   ## the same, without starting the dashboard
+	$(PY) -m engine demo --no-dashboard
+
+test: install-test       ## the whole test suite
+	$(PY) -m pytest
+
+dashboard: install
+	$(PY) -m streamlit run dashboard/app.py
+
+clean:
+	rm -rf data/synthetic results.db results.db-wal results.db-shm weights/*/ .pytest_cache

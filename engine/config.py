@@ -1,0 +1,201 @@
+"""Recipes: one YAML file per variant in training/, mapped onto plain dataclasses.
+
+A recipe has three parts, as in mmsegmentation: `model`, `data` and `schedule`; `profiles`
+holds overrides (e.g. `quick`, the small settings the demo uses) deep-merged over the base.
+The base recipe is the `full` profile.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine import settings
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "step", "poly")
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used; the message names the file and the field."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str
+    dropout: float = 0.0
+    aux_loss: bool = False
+    aux_weight: float = 0.4
+    pretrained_backbone: bool = False
+
+
+@dataclass
+class AugmentConfig:
+    scale: list[float] | None = None  # random scale range relative to the training size, e.g. [0.5, 2.0]
+    crop: list[int] | None = None  # random crop [W, H] (padded with ignore where the image is smaller)
+    hflip: bool = False
+    photometric: bool = False
+
+
+@dataclass
+class DataConfig:
+    size: list[int] = field(default_factory=lambda: [512, 256])  # training size [W, H]
+    eval_size: list[int] | None = None  # model input size at evaluation [W, H]; None = size
+    batch_size: int = 8
+    workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"
+    step_size: int = 5  # epochs, for "step"
+    gamma: float = 0.5
+    power: float = 0.9  # for "poly"
+
+
+@dataclass
+class LossConfig:
+    ce: float = 1.0
+    dice: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 10
+    max_iters: int | None = None  # stop after this many iterations in total (None: run all epochs)
+    seed: int = 0
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    checkpoint_every: int | None = 1  # write last.pt/best.pt every N epochs (always at the end); null = only at the end
+    latency_repeats: int = 10  # timed forward passes when profiling after evaluation
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    description: str = ""
+    profile: str = "full"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def eval_size(self) -> tuple[int, int]:
+        return tuple(self.data.eval_size or self.data.size)
+
+
+def _build(cls, raw: Any, where: str):
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys are errors."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise RecipeError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        ftype = fields[name].type
+        nested = {"ModelConfig": ModelConfig, "DataConfig": DataConfig, "AugmentConfig": AugmentConfig,
+                  "ScheduleConfig": ScheduleConfig, "OptimizerConfig": OptimizerConfig,
+                  "SchedulerConfig": SchedulerConfig, "LossConfig": LossConfig}.get(str(ftype))
+        kwargs[name] = _build(nested, value, f"{where}.{name}") if nested else value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise RecipeError(f"{where}: {e}") from None
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _check_size(value, where: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v >= 8 for v in value)):
+        raise RecipeError(f"{where}: expected [width, height] in pixels (>= 8), got {value!r}")
+
+
+def validate(recipe: Recipe, where: str) -> Recipe:
+    from engine.models import ARCHS  # local import: config must stay importable without torch models
+
+    if recipe.model.arch not in ARCHS:
+        raise RecipeError(f"{where}: model.arch {recipe.model.arch!r} is not one of {sorted(ARCHS)}")
+    if recipe.model.arch == "unet" and (recipe.model.pretrained_backbone or recipe.model.aux_loss):
+        raise RecipeError(f"{where}: unet has no pretrained backbone and no auxiliary head")
+    if not 0.0 <= recipe.model.dropout < 1.0:
+        raise RecipeError(f"{where}: model.dropout must be in [0, 1), got {recipe.model.dropout}")
+    _check_size(recipe.data.size, f"{where}: data.size")
+    _check_size(recipe.data.eval_size, f"{where}: data.eval_size", allow_none=True)
+    aug = recipe.data.augment
+    _check_size(aug.crop, f"{where}: data.augment.crop", allow_none=True)
+    if aug.scale is not None and not (len(aug.scale) == 2 and 0 < aug.scale[0] <= aug.scale[1]):
+        raise RecipeError(f"{where}: data.augment.scale must be [min, max] with 0 < min <= max, got {aug.scale}")
+    s = recipe.schedule
+    if s.optimizer.name not in OPTIMIZERS:
+        raise RecipeError(f"{where}: schedule.optimizer.name must be one of {OPTIMIZERS}, got {s.optimizer.name!r}")
+    if s.scheduler.name not in SCHEDULERS:
+        raise RecipeError(f"{where}: schedule.scheduler.name must be one of {SCHEDULERS}, got {s.scheduler.name!r}")
+    if not (s.optimizer.lr > 0 and s.epochs >= 1 and recipe.data.batch_size >= 1):
+        raise RecipeError(f"{where}: lr, epochs and batch_size must be positive")
+    if s.checkpoint_every is not None and s.checkpoint_every < 1:
+        raise RecipeError(f"{where}: schedule.checkpoint_every must be >= 1 or null (only at the end)")
+    if s.max_iters is not None and s.max_iters < 1:
+        raise RecipeError(f"{where}: schedule.max_iters must be >= 1 or null")
+    if s.loss.ce < 0 or s.loss.dice < 0 or s.loss.ce + s.loss.dice == 0:
+        raise RecipeError(f"{where}: schedule.loss needs a positive ce and/or dice weight")
+    return recipe
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise RecipeError(f"recipe file {p} does not exist")
+        return p
+    p = settings.TRAINING_DIR / f"{name_or_path}.yaml"
+    if not p.is_file():
+        raise RecipeError(f"unknown variant {str(name_or_path)!r}; known variants: {', '.join(list_variants())}")
+    return p
+
+
+def load_recipe(name_or_path: str | Path, profile: str = "full") -> Recipe:
+    path = recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: expected a mapping at the top level")
+    profiles = raw.pop("profiles", None) or {}
+    if profile != "full":
+        if profile not in profiles:
+            raise RecipeError(f"{path}: no profile {profile!r} (profiles: full, {', '.join(profiles)})")
+        raw = _merge(raw, profiles[profile])
+    raw.setdefault("name", path.stem)
+    recipe = _build(Recipe, {**raw, "profile": profile}, str(path))
+    return validate(recipe, str(path))
+
+
+def list_variants() -> list[str]:
+    return sorted(p.stem for p in settings.TRAINING_DIR.glob("*.yaml"))

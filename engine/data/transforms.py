@@ -1,0 +1,69 @@
+"""Joint image/label transforms, built on torchvision.transforms.v2.
+
+v2 transforms an `Image` and a `Mask` together: geometric ops move both (masks always with
+nearest-neighbour), photometric ops touch only the image, and padding fills the mask with 255.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from engine.classes import IGNORE_INDEX
+from engine.config import AugmentConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 HxWx3 -> normalised float CHW tensor."""
+    return _normalize(tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)))
+
+
+class TrainTransform:
+    """Resize to the training size [W, H], then the recipe's augmentations, then normalise."""
+
+    def __init__(self, size: list[int] | tuple[int, int], augment: AugmentConfig | None = None):
+        w, h = size
+        augment = augment or AugmentConfig()
+        ops: list = [v2.Resize((h, w), antialias=True)]
+        if augment.scale:
+            ops.append(v2.ScaleJitter(target_size=(h, w), scale_range=tuple(augment.scale), antialias=True))
+        if augment.crop:
+            cw, ch = augment.crop
+            ops.append(v2.RandomCrop((ch, cw), pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}))
+        if augment.hflip:
+            ops.append(v2.RandomHorizontalFlip())
+        if augment.photometric:
+            ops.append(v2.RandomPhotometricDistort(p=0.5))
+        self.ops = v2.Compose(ops)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label))[None])
+        img, mask = self.ops(img, mask)
+        return _normalize(img).as_subclass(torch.Tensor), mask[0].as_subclass(torch.Tensor).long()
+
+
+class EvalTransform:
+    """Resize the image to the evaluation input size [W, H]; keep the label at full resolution
+    (predictions are upsampled to it, as the official protocol does)."""
+
+    def __init__(self, size: list[int] | tuple[int, int] | None):
+        self.resize = v2.Resize((size[1], size[0]), antialias=True) if size else None
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        if self.resize:
+            img = self.resize(img)
+        return _normalize(img).as_subclass(torch.Tensor), torch.from_numpy(np.ascontiguousarray(label)).long()
+
+
+def eval_collate(batch):
+    """Stack images (all at the eval size); keep labels as a list (their sizes may differ)."""
+    images, labels = zip(*batch)
+    return torch.stack(images), list(labels)

@@ -1,0 +1,11 @@
+"""The errors a user can cause (bad recipe, bad dataset, missing checkpoint, offline weights,
+diverged training...): the CLI prints their one-line message instead of a traceback."""
+from engine.checkpoints import CheckpointError
+from engine.config import RecipeError
+from engine.data.cityscapes import DatasetError
+from engine.models.pretrained import PretrainedWeightsUnavailable
+from engine.store import StoreVersionError
+from engine.train import TrainingDiverged
+
+USER_ERRORS = (CheckpointError, RecipeError, DatasetError, PretrainedWeightsUnavailable, StoreVersionError,
+               TrainingDiverged)

@@ -1,0 +1,446 @@
+"""The results store: every run, epoch, evaluation and benchmark, in one SQL database.
+
+This is the only module with SQL/ORM code; callers get plain dicts and lists of dicts.
+The URL is any SQLAlchemy URL (default `engine.settings.db_url()`: RESULTS_DB or
+sqlite:///<repo>/results.db). On SQLite every connection runs in WAL mode with a 30 s busy
+timeout and foreign keys on, so a dashboard can read while training writes. Every write is
+its own short transaction. Datetimes are timezone-aware UTC. Float metrics that are NaN or
+infinite are stored as None (NULL), never NaN.
+
+`log_epoch` is an upsert on (run_id, epoch): logging an epoch again (resumed training)
+replaces that epoch's row.
+"""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator,
+                        UniqueConstraint, create_engine, event, func, select)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from engine import settings
+from engine.classes import CLASS_NAMES
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+class StoreVersionError(RuntimeError):
+    """The database was written by a different schema version of this code."""
+
+
+class UTCDateTime(TypeDecorator):
+    """DateTime(timezone=True) that always binds UTC and always returns aware UTC datetimes
+    (SQLite keeps no offset, so naive values read back are UTC by construction)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    variant: Mapped[str] = mapped_column(String(128), index=True)
+    arch: Mapped[str] = mapped_column(String(64), index=True)
+    backbone: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(32))
+    hyperparameters: Mapped[dict] = mapped_column(JSON)
+    dataset: Mapped[str] = mapped_column(String(32), index=True)
+    data_root: Mapped[str] = mapped_column(String(1024))
+    train_images: Mapped[int] = mapped_column(Integer)
+    val_images: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    code_version: Mapped[str] = mapped_column(String(64))
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    images_per_second: Mapped[float | None] = mapped_column(Float)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    best_miou: Mapped[float | None] = mapped_column(Float)
+    checkpoint: Mapped[str | None] = mapped_column(String(1024))
+    epoch_rows: Mapped[list[Epoch]] = relationship(back_populates="run", cascade="all, delete-orphan",
+                                                   passive_deletes=True)
+
+
+class Epoch(Base):
+    __tablename__ = "epochs"
+    __table_args__ = (UniqueConstraint("run_id", "epoch", name="uq_epochs_run_epoch"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    iteration: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_miou: Mapped[float | None] = mapped_column(Float)
+    val_pixel_accuracy: Mapped[float | None] = mapped_column(Float)
+    lr: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    images_per_second: Mapped[float | None] = mapped_column(Float)
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    run: Mapped[Run] = relationship(back_populates="epoch_rows")
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    variant: Mapped[str] = mapped_column(String(128))
+    checkpoint: Mapped[str] = mapped_column(String(1024))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(32))
+    split: Mapped[str] = mapped_column(String(16))
+    num_images: Mapped[int] = mapped_column(Integer)
+    eval_size: Mapped[str] = mapped_column(String(32))
+    miou: Mapped[float | None] = mapped_column(Float)
+    pixel_accuracy: Mapped[float | None] = mapped_column(Float)
+    mean_loss: Mapped[float | None] = mapped_column(Float)
+    params: Mapped[int | None] = mapped_column(Integer)
+    size_mb: Mapped[float | None] = mapped_column(Float)
+    gflops: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    latency_device: Mapped[str | None] = mapped_column(String(128))
+    latency_threads: Mapped[int | None] = mapped_column(Integer)
+    latency_precision: Mapped[str | None] = mapped_column(String(32))
+    latency_resolution: Mapped[str | None] = mapped_column(String(32))
+    peak_memory_mb: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    class_rows: Mapped[list[ClassIoU]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                      order_by="ClassIoU.class_id")
+
+
+class ClassIoU(Base):
+    __tablename__ = "class_ious"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
+    class_id: Mapped[int] = mapped_column(Integer)
+    class_name: Mapped[str] = mapped_column(String(32))
+    iou: Mapped[float | None] = mapped_column(Float)
+
+
+class Benchmark(Base):
+    __tablename__ = "benchmarks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    variant: Mapped[str] = mapped_column(String(128))
+    size: Mapped[str] = mapped_column(String(32))
+    device: Mapped[str] = mapped_column(String(128))
+    threads: Mapped[int | None] = mapped_column(Integer)
+    precision: Mapped[str] = mapped_column(String(32))
+    backend: Mapped[str] = mapped_column(String(64))
+    torch_version: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict] = mapped_column(JSON)
+
+
+def _f(x: Any) -> float | None:
+    """Float or None; NaN/inf (e.g. an absent class's IoU) become None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _i(x: Any) -> int | None:
+    return None if x is None else int(x)
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON values only (numpy scalars -> Python, NaN -> None, Path -> str), so any backend accepts it."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item") and callable(x.item):  # numpy / torch scalar
+        x = x.item()
+    if isinstance(x, float):
+        return _f(x)
+    if x is None or isinstance(x, (str, int, bool)):
+        return x
+    return str(x)
+
+
+def _as_dict(obj: Base) -> dict:
+    return {c.key: getattr(obj, c.key) for c in obj.__table__.columns}
+
+
+def _evaluation_dict(ev: Evaluation) -> dict:
+    return _as_dict(ev) | {"per_class_iou": {c.class_name: c.iou for c in ev.class_rows}}
+
+
+def _engine_for(url: str):
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    eng = create_engine(url)
+
+    @event.listens_for(eng, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):  # the only SQLite-specific SQL in the project
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return eng
+
+
+class Store:
+    def __init__(self, url: str | None = None):
+        self.url = settings.db_url(url)
+        self._engine = _engine_for(self.url)
+        for attempt in range(3):  # two processes creating a fresh database at once: the loser retries
+            try:
+                Base.metadata.create_all(self._engine)
+                self._check_version()
+                break
+            except (IntegrityError, OperationalError, ProgrammingError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+
+    def _check_version(self) -> None:
+        with Session(self._engine) as s, s.begin():
+            row = s.get(Meta, "schema_version")
+            if row is None:
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            if row.value != str(SCHEMA_VERSION):
+                shown = make_url(self.url).render_as_string(hide_password=True)
+                raise StoreVersionError(
+                    f"results store {shown} has schema version {row.value}, but this code expects schema version "
+                    f"{SCHEMA_VERSION}; migrate the database or point RESULTS_DB at a new one")
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- writes (each its own short transaction) ----
+    def start_run(self, *, variant, arch, backbone, profile, hyperparameters: dict, dataset, data_root,
+                  train_images, val_images, device, code_version, uid: str | None = None) -> int:
+        uid = uid or uuid.uuid4().hex
+        if len(uid) > 32:
+            raise ValueError(f"run uid must be at most 32 characters, got {uid!r}")
+        run = Run(uid=uid, variant=variant, arch=arch, backbone=backbone, profile=profile,
+                  hyperparameters=_jsonable(hyperparameters), dataset=dataset, data_root=str(data_root),
+                  train_images=int(train_images), val_images=int(val_images), device=str(device),
+                  code_version=str(code_version), status="running", epochs_done=0, started_at=_now())
+        with Session(self._engine) as s, s.begin():
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def log_epoch(self, run_id, *, epoch, iteration, train_loss, val_loss, val_miou, val_pixel_accuracy,
+                  lr, seconds, images_per_second) -> None:
+        """Upsert on (run_id, epoch); also keeps runs.epochs_done and runs.best_miou current."""
+        values = dict(iteration=int(iteration), train_loss=_f(train_loss), val_loss=_f(val_loss),
+                      val_miou=_f(val_miou), val_pixel_accuracy=_f(val_pixel_accuracy), lr=_f(lr),
+                      seconds=_f(seconds), images_per_second=_f(images_per_second), logged_at=_now())
+        with Session(self._engine) as s, s.begin():
+            run = s.get(Run, run_id)
+            if run is None:
+                raise KeyError(f"no run with id {run_id}")
+            row = s.scalar(select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch == int(epoch)))
+            if row is None:
+                s.add(Epoch(run_id=run_id, epoch=int(epoch), **values))
+            else:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            s.flush()
+            run.epochs_done = s.scalar(select(func.count()).where(Epoch.run_id == run_id))
+            run.best_miou = s.scalar(select(func.max(Epoch.val_miou)).where(Epoch.run_id == run_id))
+
+    def finish_run(self, run_id, *, status, error=None, train_seconds=None, images_per_second=None,
+                   best_miou=None, checkpoint=None) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
+        with Session(self._engine) as s, s.begin():
+            run = s.get(Run, run_id)
+            if run is None:
+                raise KeyError(f"no run with id {run_id}")
+            run.status, run.error, run.finished_at = status, error, _now()
+            run.train_seconds, run.images_per_second = _f(train_seconds), _f(images_per_second)
+            if best_miou is not None:
+                run.best_miou = _f(best_miou)
+            if checkpoint is not None:
+                run.checkpoint = str(checkpoint)
+
+    def reopen_run(self, run_id) -> None:
+        """A resumed run is running again (its epochs so far are kept)."""
+        with Session(self._engine) as s, s.begin():
+            run = s.get(Run, run_id)
+            if run is None:
+                raise KeyError(f"no run with id {run_id}")
+            run.status, run.error, run.finished_at = "running", None, None
+
+    def record_evaluation(self, *, run_id: int | None, variant, checkpoint, checkpoint_sha256, dataset, split,
+                          num_images, eval_size, miou, pixel_accuracy, mean_loss,
+                          per_class_iou: dict[str, float | None], params, size_mb, gflops, latency_ms,
+                          latency_device, latency_threads, latency_precision, latency_resolution,
+                          peak_memory_mb=None) -> int:
+        unknown = set(per_class_iou) - set(CLASS_NAMES)
+        if unknown:
+            raise ValueError(f"unknown class names in per_class_iou: {sorted(unknown)}")
+        ev = Evaluation(run_id=run_id, variant=variant, checkpoint=str(checkpoint),
+                        checkpoint_sha256=checkpoint_sha256, dataset=dataset, split=split,
+                        num_images=int(num_images), eval_size=str(eval_size), miou=_f(miou),
+                        pixel_accuracy=_f(pixel_accuracy), mean_loss=_f(mean_loss), params=_i(params),
+                        size_mb=_f(size_mb), gflops=_f(gflops), latency_ms=_f(latency_ms),
+                        latency_device=latency_device, latency_threads=_i(latency_threads),
+                        latency_precision=latency_precision, latency_resolution=latency_resolution,
+                        peak_memory_mb=_f(peak_memory_mb), created_at=_now())
+        ev.class_rows = [ClassIoU(class_id=i, class_name=name, iou=_f(per_class_iou[name]))
+                         for i, name in enumerate(CLASS_NAMES) if name in per_class_iou]
+        with Session(self._engine) as s, s.begin():
+            s.add(ev)
+            s.flush()
+            return ev.id
+
+    def record_benchmark(self, *, kind, variant, size, device, threads, precision, backend, torch_version,
+                         metrics: dict) -> int:
+        b = Benchmark(kind=kind, variant=variant, size=str(size), device=str(device), threads=_i(threads),
+                      precision=precision, backend=backend, torch_version=str(torch_version),
+                      metrics=_jsonable(metrics), created_at=_now())
+        with Session(self._engine) as s, s.begin():
+            s.add(b)
+            s.flush()
+            return b.id
+
+    def mark_stale_running(self, older_than_s: float) -> int:
+        """Runs still "running" with no activity (start or last logged epoch) for more than
+        `older_than_s` seconds were left by a killed process: mark them "interrupted"."""
+        cutoff = _now() - timedelta(seconds=older_than_s)
+        last_epoch = (select(Epoch.run_id, func.max(Epoch.logged_at).label("last"))
+                      .group_by(Epoch.run_id).subquery())
+        with Session(self._engine) as s, s.begin():
+            rows = s.execute(select(Run, last_epoch.c.last).outerjoin(last_epoch, last_epoch.c.run_id == Run.id)
+                             .where(Run.status == "running")).all()
+            stale = [run for run, last in rows if max(run.started_at, last or run.started_at) < cutoff]
+            for run in stale:
+                run.status = "interrupted"
+                run.error = run.error or f"still 'running' with no activity for over {older_than_s:g} s (process killed?)"
+            return len(stale)
+
+    # ---- reads ----
+    def run(self, run_id) -> dict | None:
+        with Session(self._engine) as s:
+            run = s.get(Run, run_id)
+            return None if run is None else _as_dict(run)
+
+    def run_by_uid(self, uid) -> dict | None:
+        with Session(self._engine) as s:
+            run = s.scalar(select(Run).where(Run.uid == uid))
+            return None if run is None else _as_dict(run)
+
+    def _run_query(self, dataset, arch, status):
+        q = select(Run).order_by(Run.id)
+        for col, val in ((Run.dataset, dataset), (Run.arch, arch), (Run.status, status)):
+            if val is not None:
+                q = q.where(col == val)
+        return q
+
+    def runs(self, *, dataset=None, arch=None, status=None) -> list[dict]:
+        with Session(self._engine) as s:
+            return [_as_dict(r) for r in s.scalars(self._run_query(dataset, arch, status))]
+
+    def epochs(self, run_id) -> list[dict]:
+        with Session(self._engine) as s:
+            return [_as_dict(e) for e in s.scalars(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch))]
+
+    def evaluations(self, run_id=None) -> list[dict]:
+        q = select(Evaluation).order_by(Evaluation.id)
+        if run_id is not None:
+            q = q.where(Evaluation.run_id == run_id)
+        with Session(self._engine) as s:
+            return [_evaluation_dict(ev) for ev in s.scalars(q)]
+
+    def _latest_evaluations(self, s: Session, run_ids=None) -> dict[int, Evaluation]:
+        """run_id -> that run's most recently recorded evaluation (highest id)."""
+        latest = select(func.max(Evaluation.id)).where(Evaluation.run_id.is_not(None)).group_by(Evaluation.run_id)
+        if run_ids is not None:
+            latest = latest.where(Evaluation.run_id.in_(list(run_ids)))
+        return {ev.run_id: ev for ev in s.scalars(select(Evaluation).where(Evaluation.id.in_(latest)))}
+
+    def leaderboard(self, *, dataset=None, arch=None, status=None) -> list[dict]:
+        """One row per run joined with its latest evaluation, sorted by mIoU descending (None last)."""
+        metrics = ("miou", "pixel_accuracy", "params", "size_mb", "gflops", "latency_ms", "latency_device")
+        rows = []
+        with Session(self._engine) as s:
+            runs = list(s.scalars(self._run_query(dataset, arch, status)))
+            latest = self._latest_evaluations(s, [r.id for r in runs])
+            for r in runs:
+                hp = r.hyperparameters or {}
+                schedule = hp.get("schedule") if isinstance(hp.get("schedule"), dict) else {}
+                opt = schedule.get("optimizer") if isinstance(schedule.get("optimizer"), dict) else {}
+                ev = latest.get(r.id)
+                rows.append({
+                    "run_id": r.id, "uid": r.uid, "variant": r.variant, "arch": r.arch, "backbone": r.backbone,
+                    "dataset": r.dataset, "status": r.status, "profile": r.profile, "device": r.device,
+                    "hyperparameters": hp, "lr": opt.get("lr"), "optimizer": opt.get("name"),
+                    "epochs": schedule.get("epochs"), "epochs_done": r.epochs_done, "best_miou": r.best_miou,
+                    **{m: (getattr(ev, m) if ev is not None else None) for m in metrics},
+                    "evaluation_id": ev.id if ev is not None else None,
+                    "train_seconds": r.train_seconds, "images_per_second": r.images_per_second,
+                    "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
+                    "checkpoint": r.checkpoint,
+                })
+        rows.sort(key=lambda d: (d["miou"] is None, -(d["miou"] or 0.0), d["run_id"]))
+        return rows
+
+    def class_iou_table(self, run_ids=None) -> list[dict]:
+        """Per-class IoU of each run's latest evaluation: rows run_id, variant, class_id, class_name, iou."""
+        with Session(self._engine) as s:
+            latest = self._latest_evaluations(s, run_ids)
+            return [{"run_id": rid, "variant": ev.variant, "class_id": c.class_id, "class_name": c.class_name,
+                     "iou": c.iou}
+                    for rid, ev in sorted(latest.items()) for c in ev.class_rows]
+
+    def benchmarks(self, kind=None) -> list[dict]:
+        q = select(Benchmark).order_by(Benchmark.id)
+        if kind is not None:
+            q = q.where(Benchmark.kind == kind)
+        with Session(self._engine) as s:
+            return [_as_dict(b) for b in s.scalars(q)]
+
+
+def open_store(url: str | None = None) -> Store:
+    return Store(url)

@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny synthetic dataset in the official layout, and a real tiny checkpoint
+trained by the engine into a real SQLite store. Everything small: the suite runs on 2 CPU cores."""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+# Tests never reach out for pretrained weights.
+os.environ.setdefault("SEGBENCH_OFFLINE", "1")
+
+from engine.config import load_recipe  # noqa: E402
+from engine.data.synthetic import write_synthetic_dataset  # noqa: E402
+
+
+def tiny_recipe(name: str, *, iters: int = 2, epochs: int = 1, size=(64, 32)):
+    """The variant's own recipe (quick profile) shrunk to a few iterations on tiny images."""
+    r = load_recipe(name, "quick")
+    r.data.size = list(size)
+    r.data.batch_size = 2
+    r.data.workers = 0
+    r.schedule.epochs = epochs
+    r.schedule.max_iters = iters
+    r.schedule.latency_repeats = 1
+    return r
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root, train=4, val=2, size=(128, 64), seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synth_root):
+    """DeepLabV3-R50 (the fastest learner here) trained for a dozen iterations by the engine:
+    a real checkpoint and real store rows."""
+    from engine.store import Store
+    from engine.train import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    db, weights = f"sqlite:///{tmp / 'results.db'}", tmp / "weights"
+    recipe = tiny_recipe("deeplabv3_r50_adam", iters=12, epochs=6, size=(64, 32))
+    result = train(recipe, store=Store(db), data_root=synth_root, device="cpu", weights_dir=weights, progress=False)
+    return SimpleNamespace(db=db, weights=weights, variant=recipe.name, result=result, recipe=recipe)

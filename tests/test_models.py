@@ -1,0 +1,182 @@
+"""engine.models: shapes for any input size, aux/dropout heads, gradients, offline-safe pretrained loading."""
+import functools
+import socket
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models import ARCHS, BACKBONES, build_model
+from engine.models import pretrained
+from engine.models.pretrained import PretrainedWeightsUnavailable
+
+AUX_ARCHS = ["deeplabv3_r50", "deeplabv3_r101", "hrnetv2_w48"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny CPU forwards: one intra-op thread is fastest and immune to oversubscribed runners."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_registry_and_unknown_arch():
+    assert set(ARCHS) == set(BACKBONES) == {"deeplabv3_r50", "deeplabv3_r101", "hrnetv2_w48", "unet"}
+    with pytest.raises(ValueError, match="deeplabv3_r50.*unet"):
+        build_model("segformer_b5")
+    with pytest.raises(ValueError, match="aux"):
+        build_model("unet", aux_loss=True)
+
+
+@functools.cache
+def shared_model(arch):
+    """One build per arch for the shape/dropout/head tests (the big builds take a second or two each)."""
+    torch.manual_seed(0)
+    return build_model(arch, dropout=0.5, aux_loss=arch in AUX_ARCHS)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_output_shapes_any_size(arch):
+    aux = arch in AUX_ARCHS
+    model = shared_model(arch).eval()
+    with torch.no_grad():
+        for n, h, w in [(1, 33, 47), (2, 40, 72)]:  # odd, and a multiple of 8 but not of 32
+            out = model(torch.randn(n, 3, h, w))
+            assert isinstance(out, dict) and set(out) == ({"out", "aux"} if aux else {"out"})
+            for v in out.values():
+                assert v.shape == (n, 19, h, w) and torch.isfinite(v).all()
+    assert build_model(arch, num_classes=5).classifier[-1].out_channels == 5
+
+
+def _zeroed_channel_fraction(model, x):
+    """Fraction of (sample, channel) maps that are entirely zero at the final classifier conv's input."""
+    seen = {}
+    hook = model.classifier[-1].register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+    out = model(x)["out"]
+    hook.remove()
+    return (seen["x"].flatten(2).abs().amax(-1) == 0).float().mean().item(), out
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_dropout_before_classifier(arch):
+    model = shared_model(arch)
+    final, drop = model.classifier[-1], model.classifier[-2]
+    assert isinstance(final, nn.Conv2d) and final.kernel_size == (1, 1) and final.out_channels == 19
+    assert isinstance(drop, nn.Dropout2d) and drop.p == 0.5
+    x = torch.randn(2, 3, 33, 47)
+    with torch.no_grad():
+        model.train()
+        frac, a = _zeroed_channel_fraction(model, x)
+        b = model(x)["out"]
+        assert 0.3 < frac < 0.7, frac  # Dropout2d zeroes whole channels, about p of them
+        assert a.shape == (2, 19, 33, 47) and not torch.allclose(a, b)
+        model.eval()
+        assert torch.equal(model(x)["out"], model(x)["out"])
+
+
+def test_no_dropout_by_default():
+    model = build_model("unet").train()
+    assert not any(isinstance(m, (nn.Dropout, nn.Dropout2d)) for m in model.modules())
+    x = torch.randn(2, 3, 33, 47)
+    with torch.no_grad():
+        frac, a = _zeroed_channel_fraction(model, x)
+        assert frac == 0 and torch.equal(a, model(x)["out"])
+
+
+def test_hrnet_head_sees_720_channels_from_four_branches():
+    model = shared_model("hrnetv2_w48").eval()
+    info = model.backbone.feature_info
+    assert info.channels() == [48, 96, 192, 384] and info.reduction() == [4, 8, 16, 32]
+    seen = {}
+    hooks = [model.classifier.register_forward_hook(lambda m, i, o: seen.update(main=i[0].shape)),
+             model.aux_classifier.register_forward_hook(lambda m, i, o: seen.update(aux=i[0].shape))]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 96))
+    for h in hooks:
+        h.remove()
+    assert seen["main"] == seen["aux"] == (1, 720, 16, 24)  # stride 4
+    assert model.classifier[0].in_channels == 720 and model.classifier[0].out_channels == 720
+
+
+@pytest.mark.parametrize("arch", ["unet", "deeplabv3_r50"])
+def test_backward_reaches_every_parameter(arch):
+    torch.manual_seed(0)
+    aux = arch in AUX_ARCHS
+    model = build_model(arch, num_classes=4, aux_loss=aux).train()
+    out = model(torch.randn(2, 3, 32, 40))
+    target = torch.randint(0, 4, (2, 32, 40))
+    loss = sum(F.cross_entropy(v, target) for v in out.values())
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing, missing
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SEGBENCH_OFFLINE", "1")
+    return tmp_path
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError(f"network access attempted: {args}")
+
+
+@pytest.mark.parametrize("arch, cache_hint", [("deeplabv3_r50", "resnet50-0676ba61.pth"),
+                                              ("hrnetv2_w48", "models--timm--hrnet_w48")])
+def test_pretrained_offline_fails_fast(arch, cache_hint, empty_caches, monkeypatch):
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailable, match="pretrained_backbone: false") as err:
+        build_model(arch, pretrained_backbone=True)
+    assert time.monotonic() - start < 5
+    assert cache_hint in str(err.value) and str(empty_caches) in str(err.value)
+
+
+@pytest.mark.parametrize("arch, host", [("deeplabv3_r50", "download.pytorch.org"), ("hrnetv2_w48", "huggingface.co")])
+def test_pretrained_unreachable_host_fails(arch, host, empty_caches, monkeypatch):
+    monkeypatch.delenv("SEGBENCH_OFFLINE")
+    probed = []
+
+    def refuse(address, timeout=None):
+        probed.append((address, timeout))
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(PretrainedWeightsUnavailable, match="unreachable"):
+        build_model(arch, pretrained_backbone=True)
+    assert probed == [((host, 443), pretrained.PROBE_TIMEOUT_S)]
+
+
+def test_pretrained_deeplab_loads_torchvision_cache(empty_caches, monkeypatch):
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    sd = resnet50().state_dict()
+    sd["conv1.weight"].fill_(0.125)
+    path = empty_caches / "torch/hub/checkpoints" / ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    path.parent.mkdir(parents=True)
+    torch.save(sd, path)
+    model = build_model("deeplabv3_r50", pretrained_backbone=True)
+    assert torch.all(model.backbone.conv1.weight == 0.125)
+
+
+def test_pretrained_hrnet_loads_hf_cache(empty_caches, monkeypatch):
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    repo = empty_caches / "hf/hub/models--timm--hrnet_w48.ms_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs/main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    # a partial checkpoint suffices: timm loads feature backbones non-strictly
+    save_file({"conv1.weight": torch.full((64, 3, 3, 3), 0.25)}, repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    model = build_model("hrnetv2_w48", pretrained_backbone=True)
+    assert torch.all(model.backbone.conv1.weight == 0.25)

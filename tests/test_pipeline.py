@@ -1,0 +1,162 @@
+"""End to end on the synthetic scenes: every variant trains, evaluates, profiles and lands in the store;
+our metrics equal the official cityscapesscripts evaluator's; training resumes exactly."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import checkpoints, classes
+from engine.config import list_variants
+from engine.data.cityscapes import DatasetError
+from engine.evaluate import evaluate_checkpoint, most_frequent_class_miou
+from engine.store import Store
+from engine.train import train
+from tests.conftest import tiny_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("variant", list_variants())
+def test_every_variant_trains_evaluates_profiles_and_is_recorded(variant, synth_root, tmp_path):
+    store, weights = Store(f"sqlite:///{tmp_path / 'r.db'}"), tmp_path / "w"
+    res = train(tiny_recipe(variant, iters=1), store=store, data_root=synth_root, device="cpu",
+                weights_dir=weights, progress=False)
+    run = store.run(res.run_id)
+    assert run["status"] == "completed" and run["variant"] == variant and run["dataset"] == "synthetic"
+    assert run["train_images"] == 4 and run["val_images"] == 2 and run["train_seconds"] > 0
+    assert [e["epoch"] for e in store.epochs(res.run_id)] == [1]
+    ckpt = torch.load(res.best_checkpoint, weights_only=True)  # plain data, no code
+    assert ckpt["arch"] == run["arch"] and ckpt["recipe"]["name"] == variant and ckpt["run_uid"] == run["uid"]
+    assert ckpt["classes"]["names"] == classes.CLASS_NAMES and "optimizer" not in ckpt
+    assert "optimizer" in torch.load(res.last_checkpoint, weights_only=True)
+
+    out = evaluate_checkpoint(variant=variant, data_root=synth_root, device="cpu", store=store,
+                              weights_dir=weights, progress=False)
+    assert 0 <= out["mIoU"] <= 1 and set(out["per_class_iou"]) == set(classes.CLASS_NAMES)
+    assert out["params"] > 1e6 and out["gflops"] > 0 and out["latency_ms"] > 0
+    assert out["size_mb"] == pytest.approx(res.best_checkpoint.stat().st_size / 1e6)
+    [row] = store.leaderboard()
+    assert row["miou"] == pytest.approx(out["mIoU"]) and row["gflops"] == pytest.approx(out["gflops"])
+    assert row["latency_device"] and row["params"] == out["params"]
+
+
+def _official_scores(root: Path, pred_dir: Path) -> dict:
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+
+    args = official.args
+    args.cityscapesPath, args.predictionPath, args.predictionWalk = str(root), str(pred_dir), None
+    args.quiet, args.JSONOutput, args.colorized = True, False, False
+    gts = sorted(glob.glob(str(root / "gtFine" / "val" / "*" / "*_gtFine_labelIds.png")))
+    preds = [official.getPrediction(args, gt) for gt in gts]
+    return official.evaluateImgLists(preds, gts, args)
+
+
+def test_metrics_equal_the_official_evaluator(trained, synth_root, tmp_path):
+    pred_dir = tmp_path / "preds"
+    ours = evaluate_checkpoint(variant=trained.variant, data_root=synth_root, device="cpu", weights_dir=trained.weights,
+                               save_predictions=pred_dir, progress=False)
+    files = sorted(pred_dir.iterdir())
+    assert [f.name for f in files] == sorted(Path(p).name.replace("_leftImg8bit.png", "_pred_labelIds.png")
+                                             for p in glob.glob(str(synth_root / "leftImg8bit/val/*/*.png")))
+    pred = np.asarray(Image.open(files[0]))
+    assert pred.ndim == 2 and pred.shape == (64, 128)  # full label resolution, single channel
+    assert set(np.unique(pred)) <= {int(i) for i in classes.TRAIN_ID_TO_LABEL_ID[:19]}  # label ids, not trainIds
+    official = _official_scores(synth_root, pred_dir)
+    predicted = set().union(*(np.unique(np.asarray(Image.open(f))).tolist() for f in files))
+    assert len(predicted) >= 3  # a non-trivial comparison: several classes predicted
+    for name, iou in ours["per_class_iou"].items():
+        theirs = official["classScores"][name]
+        assert (np.isnan(theirs) if iou is None else abs(iou - theirs) < 1e-6), name
+    assert abs(ours["mIoU"] - official["averageScoreClasses"]) < 1e-6
+
+
+def test_trained_model_beats_the_most_frequent_class(trained, synth_root):
+    out = evaluate_checkpoint(variant=trained.variant, data_root=synth_root, device="cpu",
+                              weights_dir=trained.weights, progress=False)
+    assert out["mIoU"] > most_frequent_class_miou(synth_root, "val")
+
+
+def test_resume_continues_the_same_run_and_equals_an_uninterrupted_one(synth_root, tmp_path):
+    def run(weights, epochs, resume=False, store=None):
+        r = tiny_recipe("deeplabv3_r50_adam", iters=100, epochs=epochs)
+        r.schedule.scheduler.name, r.schedule.scheduler.step_size = "step", 1  # the lr must continue, not restart
+        return train(r, store=store, data_root=synth_root, device="cpu", weights_dir=weights, resume=resume,
+                     progress=False)
+
+    straight_store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    straight = run(tmp_path / "a", 2, store=straight_store)
+    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    first = run(tmp_path / "b", 1, store=store)
+    resumed = run(tmp_path / "b", 2, resume=True, store=store)
+    assert resumed.run_id == first.run_id and len(store.runs()) == 1
+    assert [e["epoch"] for e in store.epochs(first.run_id)] == [1, 2]
+    lrs = [e["lr"] for e in store.epochs(first.run_id)]
+    assert lrs == [e["lr"] for e in straight_store.epochs(straight.run_id)] and lrs[1] < lrs[0]
+    a = torch.load(straight.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(resumed.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert store.run(first.run_id)["status"] == "completed"
+
+
+def test_a_crash_during_training_is_recorded_as_failed(synth_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    victim = sorted((root / "leftImg8bit" / "train").rglob("*.png"))[1]
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    recipe = tiny_recipe("unet_ce_dice", iters=10)
+    recipe.data.batch_size = 1
+    victim.write_bytes(b"truncated")  # the loader finds the pair; reading it fails mid-epoch
+    with pytest.raises(DatasetError, match=victim.name):
+        train(recipe, store=store, data_root=root, device="cpu", weights_dir=tmp_path / "w", progress=False)
+    [row] = store.leaderboard()
+    assert row["status"] == "failed" and victim.name in row["error"] and row["miou"] is None
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_evaluate_json_and_runs_json(trained, synth_root):
+    common = ["--db", trained.db, "--weights-dir", str(trained.weights), "--data-root", str(synth_root), "--device", "cpu"]
+    p = _cli("evaluate", "--variant", trained.variant, "--json", *common)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    for key in ("variant", "mIoU", "pixel_accuracy", "per_class_iou", "params", "size_mb", "gflops", "latency_ms", "device"):
+        assert key in out
+    assert out["variant"] == trained.variant and len(out["per_class_iou"]) == 19
+    p = _cli("runs", "--json", "--db", trained.db)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert rows[0]["variant"] == trained.variant and rows[0]["dataset"] == "synthetic"
+    assert rows[0]["status"] == "completed" and rows[0]["mIoU"] == pytest.approx(out["mIoU"])
+    p = _cli("runs", "--db", trained.db)
+    assert "synthetic" in p.stdout and "not Cityscapes" in p.stdout
+
+
+def test_cli_user_errors_are_one_line_not_tracebacks(tmp_path):
+    p = _cli("train", "--variant", "nope")
+    assert p.returncode == 2 and "known variants" in p.stderr and "Traceback" not in p.stderr
+    p = _cli("evaluate", "--variant", "unet_ce_dice", "--weights-dir", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert p.returncode == 2 and "train it with" in p.stderr and "Traceback" not in p.stderr
+    p = _cli("train", "--variant", "unet_ce_dice", "--data-root", str(tmp_path / "none"), "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_synth_and_variants(tmp_path):
+    p = _cli("synth", "--out", str(tmp_path / "s"), "--train", "2", "--val", "2", "--size", "128x64", "--seed", "3")
+    assert p.returncode == 0, p.stderr
+    assert len(list((tmp_path / "s" / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))) == 2
+    p = _cli("variants")
+    assert p.returncode == 0 and all(v in p.stdout for v in list_variants())

@@ -1,0 +1,319 @@
+"""The results store against real SQLite files (no mocks)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from engine import store as store_mod
+from engine.classes import CLASS_NAMES
+from engine.store import SCHEMA_VERSION, Store, StoreVersionError, open_store
+
+REPO = Path(__file__).resolve().parent.parent
+
+HP = {"schedule": {"epochs": 3, "optimizer": {"name": "adamw", "lr": 6e-4}}, "batch_size": 8}
+
+
+def _url(tmp_path, name="results.db"):
+    return f"sqlite:///{tmp_path / name}"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(_url(tmp_path))
+    yield s
+    s.close()
+
+
+def _start(store, **over):
+    kw = dict(variant="deeplabv3plus_r50", arch="deeplabv3plus", backbone="resnet50", profile="quick",
+              hyperparameters=HP, dataset="synthetic", data_root="/data/synthetic", train_images=20,
+              val_images=5, device="cpu", code_version="abc123")
+    kw.update(over)
+    return store.start_run(**kw)
+
+
+def _ious(value=0.5, **over):
+    d = {name: value for name in CLASS_NAMES}
+    d.update(over)
+    return d
+
+
+def _evaluate(store, run_id, miou, variant="deeplabv3plus_r50", per_class_iou=None, **over):
+    kw = dict(run_id=run_id, variant=variant, checkpoint=f"/w/{variant}.pt", checkpoint_sha256="ab" * 32,
+              dataset="synthetic", split="val", num_images=5, eval_size="512x256", miou=miou,
+              pixel_accuracy=0.9, mean_loss=0.4, per_class_iou=per_class_iou or _ious(miou), params=1000,
+              size_mb=4.0, gflops=12.5, latency_ms=33.0, latency_device="cpu", latency_threads=4,
+              latency_precision="fp32", latency_resolution="512x256", peak_memory_mb=None)
+    kw.update(over)
+    return store.record_evaluation(**kw)
+
+
+def _epoch(store, run_id, epoch, miou=0.1, **over):
+    kw = dict(epoch=epoch, iteration=10 * epoch, train_loss=1.0 / epoch, val_loss=1.2 / epoch, val_miou=miou,
+              val_pixel_accuracy=0.8, lr=1e-3 / epoch, seconds=2.5, images_per_second=8.0)
+    kw.update(over)
+    store.log_epoch(run_id, **kw)
+
+
+def test_full_round_trip(store):
+    uid = "f" * 32
+    rid = _start(store, uid=uid)
+    for e, m in ((1, 0.10), (2, 0.30), (3, 0.25)):
+        _epoch(store, rid, e, miou=m)
+    store.finish_run(rid, status="completed", train_seconds=7.5, images_per_second=8.0, best_miou=0.30,
+                     checkpoint="/w/best.pt")
+    ious = _ious(0.4, road=0.95, train=None, bicycle=float("nan"))
+    eid = _evaluate(store, rid, 0.42, per_class_iou=ious)
+
+    run = store.run(rid)
+    assert run == store.run_by_uid(uid)
+    assert run["uid"] == uid and run["status"] == "completed" and run["error"] is None
+    assert run["hyperparameters"] == HP and run["epochs_done"] == 3 and run["best_miou"] == pytest.approx(0.30)
+    assert run["checkpoint"] == "/w/best.pt" and run["train_seconds"] == 7.5
+    assert run["started_at"].tzinfo is not None and run["finished_at"] >= run["started_at"]
+    assert store.run(9999) is None and store.run_by_uid("nope") is None
+
+    eps = store.epochs(rid)
+    assert [e["epoch"] for e in eps] == [1, 2, 3]
+    assert [e["val_miou"] for e in eps] == pytest.approx([0.10, 0.30, 0.25])
+    assert eps[1]["iteration"] == 20 and eps[1]["lr"] == pytest.approx(5e-4) and eps[1]["seconds"] == 2.5
+
+    (ev,) = store.evaluations(rid)
+    assert ev["id"] == eid and ev["miou"] == pytest.approx(0.42) and ev["peak_memory_mb"] is None
+    assert ev["eval_size"] == "512x256" and ev["latency_threads"] == 4 and ev["checkpoint_sha256"] == "ab" * 32
+    assert list(ev["per_class_iou"]) == CLASS_NAMES  # ordered by class id
+    assert ev["per_class_iou"]["road"] == pytest.approx(0.95)
+    assert ev["per_class_iou"]["train"] is None and ev["per_class_iou"]["bicycle"] is None  # NaN -> None
+
+    (row,) = store.leaderboard()
+    assert row["run_id"] == rid and row["miou"] == pytest.approx(0.42) and row["status"] == "completed"
+    assert (row["lr"], row["optimizer"], row["epochs"]) == (6e-4, "adamw", 3)
+    assert row["params"] == 1000 and row["gflops"] == 12.5 and row["latency_ms"] == 33.0
+    assert row["train_seconds"] == 7.5 and row["hyperparameters"] == HP
+    assert [r["id"] for r in store.runs()] == [rid]
+
+    table = store.class_iou_table()
+    assert [(r["class_id"], r["class_name"]) for r in table] == list(enumerate(CLASS_NAMES))
+    by_name = {r["class_name"]: r["iou"] for r in table}
+    assert by_name["train"] is None and by_name["road"] == pytest.approx(0.95)
+    assert all(r["run_id"] == rid and r["variant"] == "deeplabv3plus_r50" for r in table)
+    # No NaN anywhere in the database (NULL instead).
+    con = sqlite3.connect(store.url.removeprefix("sqlite:///"))
+    assert con.execute("SELECT COUNT(*) FROM class_ious WHERE iou IS NULL").fetchone()[0] == 2
+    con.close()
+
+
+def test_failed_run_in_leaderboard(store):
+    ok = _start(store)
+    store.finish_run(ok, status="completed")
+    _evaluate(store, ok, 0.5)
+    bad = _start(store, variant="bisenet")
+    _epoch(store, bad, 1)
+    store.finish_run(bad, status="failed", error="RuntimeError: CUDA out of memory")
+    rows = store.leaderboard()
+    assert [r["run_id"] for r in rows] == [ok, bad]
+    failed = rows[1]
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: CUDA out of memory"
+    assert failed["finished_at"] is not None
+    assert all(failed[k] is None for k in ("miou", "pixel_accuracy", "params", "size_mb", "gflops", "latency_ms"))
+    with pytest.raises(ValueError, match="status"):
+        store.finish_run(bad, status="exploded")
+
+
+def test_leaderboard_latest_evaluation_sorting_and_filters(store):
+    a = _start(store, variant="a", arch="deeplabv3plus")
+    b = _start(store, variant="b", arch="segformer", dataset="cityscapes")
+    c = _start(store, variant="c", arch="segformer")  # never evaluated
+    d = _start(store, variant="d", arch="bisenet")
+    _evaluate(store, a, 0.90, variant="a")
+    _evaluate(store, a, 0.20, variant="a")  # latest evaluation wins, even though it is worse
+    _evaluate(store, b, 0.60, variant="b", per_class_iou=_ious(0.6))
+    _evaluate(store, d, 0.70, variant="d")
+    _evaluate(store, None, 0.99, variant="loose")  # no run: never on the leaderboard
+    for r in (a, b, d):
+        store.finish_run(r, status="completed")
+
+    rows = store.leaderboard()
+    assert [r["run_id"] for r in rows] == [d, b, a, c]
+    assert [r["miou"] for r in rows][:3] == pytest.approx([0.70, 0.60, 0.20]) and rows[3]["miou"] is None
+
+    assert [r["run_id"] for r in store.leaderboard(dataset="cityscapes")] == [b]
+    assert [r["run_id"] for r in store.leaderboard(arch="segformer")] == [b, c]
+    assert [r["run_id"] for r in store.leaderboard(status="running")] == [c]
+    assert [r["run_id"] for r in store.leaderboard(arch="segformer", dataset="synthetic")] == [c]
+    assert [r["id"] for r in store.runs(arch="segformer")] == [b, c]
+    assert [r["id"] for r in store.runs(status="completed", dataset="synthetic")] == [a, d]
+
+    assert len(store.evaluations()) == 5 and len(store.evaluations(a)) == 2
+    table = store.class_iou_table([a, b])
+    assert {r["run_id"] for r in table} == {a, b} and len(table) == 2 * len(CLASS_NAMES)
+    assert [r["iou"] for r in table if r["run_id"] == a] == pytest.approx([0.20] * len(CLASS_NAMES))
+    assert {r["run_id"] for r in store.class_iou_table()} == {a, b, d}
+
+
+def test_sqlite_wal_busy_timeout_and_foreign_keys(tmp_path):
+    db = tmp_path / "nested" / "dir" / "results.db"  # parent directories are created
+    s = Store(f"sqlite:///{db}")
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    con.close()
+    with s._engine.connect() as c:  # per-connection settings, checked on the store's own connection
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with pytest.raises(KeyError):
+        s.log_epoch(12345, epoch=1, iteration=1, train_loss=1, val_loss=1, val_miou=0, val_pixel_accuracy=0,
+                    lr=0, seconds=1, images_per_second=1)
+    s.close()
+
+
+def _python(code: str, *args: str, **kw):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("RESULTS_DB", None)
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _hold_exclusive_lock(db: Path) -> sqlite3.Connection:
+    """A raw writer holding SQLite's strongest write lock, with an uncommitted run row."""
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    con.execute("UPDATE runs SET variant='uncommitted'")
+    return con
+
+
+READER = """
+import json, sys, time
+from engine.store import Store
+t = time.perf_counter()
+rows = Store(sys.argv[1]).leaderboard()
+print(json.dumps({"variants": [r["variant"] for r in rows], "seconds": time.perf_counter() - t}))
+"""
+
+
+def test_reader_process_not_blocked_by_writer(tmp_path):
+    url = _url(tmp_path)
+    s = Store(url)
+    rid = _start(s, variant="committed")
+    _evaluate(s, rid, 0.5, variant="committed")
+    con = _hold_exclusive_lock(tmp_path / "results.db")
+    try:
+        proc = _python(READER, url)
+        out, err = proc.communicate(timeout=20)  # without WAL the reader would wait out the 30 s busy timeout
+        assert proc.returncode == 0, err
+        result = json.loads(out)
+        assert result["variants"] == ["committed"]  # sees the committed state, not the open transaction
+        assert result["seconds"] < 5
+    finally:
+        con.rollback()
+        con.close()
+        s.close()
+
+
+WRITER = """
+import sys
+from engine.store import Store
+s = Store(sys.argv[1])
+print("opened", flush=True)
+print(s.start_run(variant="from_child", arch="a", backbone="b", profile="quick", hyperparameters={},
+                  dataset="synthetic", data_root="/d", train_images=1, val_images=1, device="cpu",
+                  code_version="x"), flush=True)
+"""
+
+
+def test_concurrent_writer_waits_for_lock(tmp_path):
+    url = _url(tmp_path)
+    s = Store(url)
+    _start(s, variant="parent")
+    con = _hold_exclusive_lock(tmp_path / "results.db")
+    proc = _python(WRITER, url)
+    try:
+        assert proc.stdout.readline().strip() == "opened"
+        time.sleep(0.5)
+        assert proc.poll() is None  # blocked on the lock, not failed with "database is locked"
+        con.commit()
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert int(out.strip()) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        con.close()
+    assert [r["variant"] for r in s.runs()] == ["uncommitted", "from_child"]
+    s.close()
+
+
+def test_schema_version_mismatch(tmp_path):
+    url = _url(tmp_path)
+    Store(url).close()
+    con = sqlite3.connect(tmp_path / "results.db")
+    con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreVersionError, match=rf"schema version 99.*expects schema version {SCHEMA_VERSION}"):
+        Store(url)
+
+
+def test_log_epoch_is_upsert(store):
+    rid = _start(store)
+    _epoch(store, rid, 1, miou=0.1)
+    _epoch(store, rid, 2, miou=0.2)
+    _epoch(store, rid, 2, miou=0.35, iteration=999)  # resumed training re-logs epoch 2
+    eps = store.epochs(rid)
+    assert [(e["epoch"], e["iteration"]) for e in eps] == [(1, 10), (2, 999)]
+    assert eps[1]["val_miou"] == pytest.approx(0.35)
+    run = store.run(rid)
+    assert run["epochs_done"] == 2 and run["best_miou"] == pytest.approx(0.35)
+
+
+def test_results_db_env_var(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESULTS_DB", _url(tmp_path, "from_env.db"))
+    s = open_store()
+    assert s.url == _url(tmp_path, "from_env.db")
+    _start(s)
+    s.close()
+    assert (tmp_path / "from_env.db").exists()
+    con = sqlite3.connect(tmp_path / "from_env.db")
+    assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    con.close()
+
+
+def test_benchmarks_round_trip(store):
+    m = {"latency_ms": {"mean": 12.5, "p90": 14.0}, "throughput": 80.0, "bad": math.nan}
+    b1 = store.record_benchmark(kind="inference", variant="a", size="512x256", device="cpu", threads=4,
+                                precision="fp32", backend="eager", torch_version="2.4.0", metrics=m)
+    b2 = store.record_benchmark(kind="train", variant="a", size="512x256", device="cuda", threads=None,
+                                precision="amp", backend="eager", torch_version="2.4.0", metrics={"ips": 3.0})
+    assert [b["id"] for b in store.benchmarks()] == [b1, b2]
+    (inf,) = store.benchmarks("inference")
+    assert inf["metrics"] == {"latency_ms": {"mean": 12.5, "p90": 14.0}, "throughput": 80.0, "bad": None}
+    assert (inf["kind"], inf["threads"], inf["precision"], inf["torch_version"]) == ("inference", 4, "fp32", "2.4.0")
+    assert inf["created_at"].tzinfo is not None
+    assert [b["id"] for b in store.benchmarks("train")] == [b2] and store.benchmarks("nope") == []
+
+
+def test_mark_stale_running(store, tmp_path):
+    old, busy, fresh, done = (_start(store, variant=v) for v in ("old", "busy", "fresh", "done"))
+    store.finish_run(done, status="completed")
+    _epoch(store, busy, 1)
+    hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    con = sqlite3.connect(tmp_path / "results.db")
+    con.execute("UPDATE runs SET started_at=? WHERE id IN (?, ?, ?)", (hour_ago, old, busy, done))
+    con.commit()
+    con.close()
+    # "busy" started an hour ago but logged an epoch just now: still alive.
+    assert store.mark_stale_running(600) == 1
+    status = {r["variant"]: r["status"] for r in store.runs()}
+    assert status == {"old": "interrupted", "busy": "running", "fresh": "running", "done": "completed"}
+    assert store.run(old)["error"]
+    assert store.mark_stale_running(600) == 0
+    assert store.mark_stale_running(0) == 2 and len(store.runs(status="interrupted")) == 3
