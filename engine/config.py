@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,10 @@ def _build(cls, raw: Any, where: str):
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise RecipeError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in raw.items():
-        ftype = fields[name].type
-        nested = {"ModelConfig": ModelConfig, "DataConfig": DataConfig, "AugmentConfig": AugmentConfig,
-                  "ScheduleConfig": ScheduleConfig, "OptimizerConfig": OptimizerConfig,
-                  "SchedulerConfig": SchedulerConfig, "LossConfig": LossConfig}.get(str(ftype))
+        nested = hints[name] if dataclasses.is_dataclass(hints[name]) else None
         kwargs[name] = _build(nested, value, f"{where}.{name}") if nested else value
     try:
         return cls(**kwargs)

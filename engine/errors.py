@@ -3,9 +3,10 @@ diverged training...): the CLI prints their one-line message instead of a traceb
 from engine.checkpoints import CheckpointError
 from engine.config import RecipeError
 from engine.data.cityscapes import DatasetError
+from engine.inference import DeviceUnavailable
 from engine.models.pretrained import PretrainedWeightsUnavailable
 from engine.store import StoreVersionError
 from engine.train import TrainingDiverged
 
-USER_ERRORS = (CheckpointError, RecipeError, DatasetError, PretrainedWeightsUnavailable, StoreVersionError,
-               TrainingDiverged)
+USER_ERRORS = (CheckpointError, RecipeError, DatasetError, DeviceUnavailable, PretrainedWeightsUnavailable,
+               StoreVersionError, TrainingDiverged)

@@ -19,7 +19,7 @@ from engine import checkpoints, classes, profiling
 from engine.config import LossConfig
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import EvalTransform, eval_collate
-from engine.inference import forward_logits, upsample
+from engine.inference import forward_logits, select_device, upsample
 from engine.losses import SegmentationLoss
 from engine.metrics import ConfusionMatrix
 
@@ -62,8 +62,6 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_roo
                         eval_size: tuple[int, int] | None = None, latency_repeats: int | None = None,
                         progress: bool = True) -> dict:
     """Evaluate a checkpoint on a split, profile it, record both in the store; returns the summary."""
-    from engine.train import select_device
-
     dev = select_device(device)
     path = checkpoints.resolve(variant, checkpoint, weights_dir)
     ckpt = checkpoints.load(path)

@@ -7,9 +7,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from engine import checkpoints
 from engine.data.transforms import to_tensor
+
+
+class DeviceUnavailable(RuntimeError):
+    pass
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailable(f"--device {name} was asked for but no CUDA device is available (use --device cpu)")
+    return torch.device(name)
 
 
 def autocast(device: torch.device):
@@ -33,9 +46,9 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Segmenter:
     """A trained checkpoint ready to label RGB images of any size."""
 
-    def __init__(self, checkpoint_path, device: str | torch.device = "cpu", input_size: tuple[int, int] | None = None):
+    def __init__(self, checkpoint_path, device: str | torch.device = "auto", input_size: tuple[int, int] | None = None):
         self.ckpt = checkpoints.load(checkpoint_path)
-        self.device = torch.device(device)
+        self.device = select_device(str(device))
         self.model = checkpoints.build_from(self.ckpt).to(self.device)
         recipe = self.ckpt["recipe"]["data"]
         self.input_size = tuple(input_size or recipe.get("eval_size") or recipe["size"])  # (W, H)
@@ -43,8 +56,6 @@ class Segmenter:
     @torch.inference_mode()
     def predict(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> trainIds uint8 HxW at the image's own resolution."""
-        from torchvision.transforms.v2 import functional as TF
-
         x = to_tensor(image)
         x = TF.resize(x, [self.input_size[1], self.input_size[0]], antialias=True)[None].to(self.device)
         logits = upsample(forward_logits(self.model, x), image.shape[:2])

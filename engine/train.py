@@ -23,7 +23,8 @@ from engine import checkpoints, evaluate
 from engine.config import Recipe
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import EvalTransform, TrainTransform, eval_collate
-from engine.inference import autocast
+from engine.inference import autocast, select_device
+from engine.profiling import device_name
 from engine.losses import SegmentationLoss
 from engine.models import BACKBONES, build_model
 from engine.store import Store
@@ -44,14 +45,6 @@ class TrainResult:
     last_checkpoint: Path
     train_seconds: float
     images_per_second: float
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available (use --device cpu)")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -113,7 +106,9 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
 
     start_epoch, iteration, best_miou, run_uid, run_id, elapsed = 0, 0, -1.0, uuid.uuid4().hex, None, 0.0
-    if resume and last_path.is_file():
+    if resume and not last_path.is_file():
+        print(f"--resume: no {last_path} yet, starting a new run")
+    elif resume:
         ckpt = checkpoints.load(last_path, map_location=dev)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -131,7 +126,7 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         run_id = store.start_run(
             variant=recipe.name, arch=recipe.model.arch, backbone=BACKBONES[recipe.model.arch], profile=recipe.profile,
             hyperparameters=recipe.to_dict(), dataset=train_set.name, data_root=str(train_set.root),
-            train_images=len(train_set), val_images=len(val_set), device=_device_label(dev),
+            train_images=len(train_set), val_images=len(val_set), device=device_name(dev),
             code_version=checkpoints.code_version(), uid=run_uid)
 
     t_start, train_time, images_seen = time.perf_counter() - elapsed, 0.0, 0  # time from earlier sessions counts
@@ -213,10 +208,3 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
                      best_miou=best_miou, checkpoint=str(best_path))
     return TrainResult(run_id, run_uid, epoch + 1, iteration, best_miou, best_path, last_path, total, ips)
 
-
-def _device_label(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    from engine.profiling import cpu_name
-
-    return cpu_name()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import checkpoints, classes
+from engine import classes
 from engine.config import list_variants
 from engine.data.cityscapes import DatasetError
 from engine.evaluate import evaluate_checkpoint, most_frequent_class_miou

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from engine import store as store_mod
 from engine.classes import CLASS_NAMES
 from engine.store import SCHEMA_VERSION, Store, StoreVersionError, open_store
 

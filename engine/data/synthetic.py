@@ -869,7 +869,7 @@ def _plan(sc, lay, pal, require):
     for _ in range(rng.poisson(2.0 * calm)):                                # people, a few crossing
         X = walk_x(int(rng.choice([-1, 1]))) if rng.random() < 0.85 else rng.uniform(lay["left"], lay["right"])
         add(Z := _z_any(sc, X, zmax * 0.7), _person, X, Z)
-    for s, side in sides.items():
+    for s in sides:
         if rng.random() < 0.6 * calm:                                       # a row of lamp posts
             for z in np.arange(rng.uniform(3, 25), zmax, rng.uniform(20, 35)):
                 add(z, _pole, kerb_x(s), z, "lamp")
@@ -903,7 +903,7 @@ def _plan(sc, lay, pal, require):
 
 
 def _yards(sc, lay, pal):
-    for s, side in lay["sides"].items():
+    for side in lay["sides"].values():
         if side["yard"]:
             name = "terrain" if sc["rng"].random() < 0.7 else "ground"
             _fill(sc, _ground_quad(sc, *sorted((side["out"], side["facade"])), sc["zg"] * 0.3, lay["zfar"]), name, pal[name])
