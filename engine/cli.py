@@ -28,6 +28,19 @@ def _common(p: argparse.ArgumentParser, data=True, db=True, weights=True, device
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
 
 
+def _data_root(a) -> str | None:
+    """--data-root, else $CITYSCAPES_DATASET, else the built-in synthetic scenes (written on first use)."""
+    import os
+
+    from engine import settings
+    from engine.data.synthetic import ensure_synthetic_dataset
+
+    if a.data_root or os.environ.get("CITYSCAPES_DATASET"):
+        return a.data_root
+    ensure_synthetic_dataset(settings.SYNTHETIC_ROOT)
+    return str(settings.SYNTHETIC_ROOT)
+
+
 def cmd_synth(a) -> int:
     from engine.data.synthetic import write_synthetic_dataset
 
@@ -55,7 +68,7 @@ def cmd_train(a) -> int:
         recipe.schedule.epochs = a.epochs
     if a.max_iters is not None:
         recipe.schedule.max_iters = a.max_iters
-    res = train(recipe, store=Store(a.db), data_root=a.data_root, device=a.device, weights_dir=a.weights_dir,
+    res = train(recipe, store=Store(a.db), data_root=_data_root(a), device=a.device, weights_dir=a.weights_dir,
                 resume=a.resume, progress=not a.quiet)
     print(f"{recipe.name}: {res.epochs} epoch(s), {res.iterations} iterations in {res.train_seconds:.1f}s "
           f"({res.images_per_second:.1f} img/s); best val mIoU {res.best_miou:.4f}; checkpoint {res.best_checkpoint}")
@@ -69,7 +82,7 @@ def cmd_evaluate(a) -> int:
     if not a.variant and not a.checkpoint:
         print("error: give --variant NAME or --checkpoint PATH", file=sys.stderr)
         return 2
-    res = evaluate_checkpoint(variant=a.variant, checkpoint=a.checkpoint, data_root=a.data_root, split=a.split,
+    res = evaluate_checkpoint(variant=a.variant, checkpoint=a.checkpoint, data_root=_data_root(a), split=a.split,
                               device=a.device, store=Store(a.db), weights_dir=a.weights_dir,
                               save_predictions=a.save_predictions, eval_size=a.eval_size, progress=not a.json)
     if a.json:

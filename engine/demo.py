@@ -10,25 +10,18 @@ import traceback
 from engine import settings
 from engine.cli import format_leaderboard
 from engine.config import list_variants, load_recipe
-from engine.data.synthetic import write_synthetic_dataset
+from engine.data.synthetic import DEFAULT_SCENES, ensure_synthetic_dataset
 from engine.evaluate import evaluate_checkpoint, most_frequent_class_miou
 from engine.store import Store
 from engine.train import train
 
-# The demo's dataset: small enough for a 2-core CPU, every class present in both splits.
-DEMO_DATA = dict(train=16, val=6, size=(256, 128), seed=0)
-
-
-def ensure_synthetic_dataset(root=settings.SYNTHETIC_ROOT) -> None:
-    if not (root / "README.txt").is_file():
-        print(f"writing the synthetic dataset to {root} ...", flush=True)
-        write_synthetic_dataset(root, **DEMO_DATA)
+DEMO_DATA = DEFAULT_SCENES
 
 
 def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboard=True, profile="quick") -> int:
     t0 = time.perf_counter()
     root = settings.SYNTHETIC_ROOT
-    ensure_synthetic_dataset(root)
+    ensure_synthetic_dataset(root, **DEMO_DATA)
     store = Store(db)
     failed, run_ids = [], set()
     for name in variants or list_variants():

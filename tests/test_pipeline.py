@@ -154,14 +154,30 @@ def test_cli_user_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     db = ["--db", f"sqlite:///{tmp_path / 'x.db'}"]
     code, _, err = _cli(capsys, "train", "--variant", "nope", *db)
     assert code == 2 and "known variants" in err
-    code, _, err = _cli(capsys, "evaluate", "--variant", "unet_ce_dice", "--weights-dir", str(tmp_path), *db)
+    code, _, err = _cli(capsys, "evaluate", "--variant", "unet_ce_dice", "--weights-dir", str(tmp_path),
+                        "--data-root", str(tmp_path), *db)
     assert code == 2 and "train it with" in err
     code, _, err = _cli(capsys, "train", "--variant", "unet_ce_dice", "--data-root", str(tmp_path / "none"), *db)
     assert code == 2 and "does not exist" in err
     # and as a real process: one line on stderr, no traceback
-    p = subprocess.run([sys.executable, "-m", "engine", "evaluate", "--checkpoint", str(tmp_path / "missing.pt"), *db],
+    p = subprocess.run([sys.executable, "-m", "engine", "evaluate", "--checkpoint", str(tmp_path / "missing.pt"),
+                        "--data-root", str(tmp_path), *db],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and p.stderr.startswith("error: no checkpoint at") and "Traceback" not in p.stderr
+
+
+def test_with_nothing_downloaded_train_uses_the_built_in_synthetic_scenes(tmp_path, capsys, monkeypatch):
+    from engine import settings
+
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "synthetic")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    code, out, err = _cli(capsys, "train", "--variant", "unet_ce_dice", "--profile", "quick", "--epochs", "1",
+                          "--max-iters", "1", "--quiet", "--device", "cpu", "--db", db, "--weights-dir", str(tmp_path / "w"))
+    assert code == 0, err
+    assert "writing the built-in synthetic street scenes" in out
+    [run] = Store(db).runs()
+    assert run["dataset"] == "synthetic" and run["data_root"] == str(tmp_path / "synthetic") and run["train_images"] == 16
 
 
 def test_cli_synth_and_variants(tmp_path, capsys):

@@ -1076,3 +1076,17 @@ def write_synthetic_dataset(out, train: int = 24, val: int = 8, size: tuple[int,
     )
     os.replace(tmp, readme)
     return counts
+
+
+# The built-in dataset's size: small enough for a 2-core CPU, every class in both splits.
+DEFAULT_SCENES = dict(train=16, val=6, size=(256, 128), seed=0)
+
+
+def ensure_synthetic_dataset(root, **scenes) -> bool:
+    """Write the built-in synthetic dataset at `root` unless it is already complete (README.txt
+    is written last); returns True when it wrote it."""
+    if (Path(root) / "README.txt").is_file():
+        return False
+    print(f"writing the built-in synthetic street scenes to {root} ...", flush=True)
+    write_synthetic_dataset(root, **{**DEFAULT_SCENES, **scenes})
+    return True
