@@ -1,0 +1,89 @@
+"""The pure pixel and statistics functions the dashboard and CLI show results with."""
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from engine import render
+from engine.classes import CATEGORIES, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE
+from engine.coverage import CSV_COLUMNS, SUMMARY_COLUMNS, class_pixels, coverage_rows, summary, to_csv
+
+
+@pytest.fixture
+def scene():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), rng.integers(0, NUM_CLASSES, (6, 10)).astype(np.uint8)
+
+
+def test_overlay_blends_by_alpha(scene):
+    image, labels = scene
+    assert np.array_equal(render.overlay(image, labels, 0.0), image)
+    assert np.array_equal(render.overlay(image, labels, 1.0), PALETTE[labels])
+    half = render.overlay(image, labels, 0.5)
+    expected = np.rint(image * 0.5 + PALETTE[labels] * 0.5)
+    assert np.abs(half.astype(float) - expected).max() <= 1
+
+
+def test_hidden_classes_show_the_image_and_black_in_mask_only(scene):
+    image, labels = scene
+    visible = [0, 1, 2]
+    out = render.overlay(image, labels, 1.0, visible=visible)
+    shown = np.isin(labels, visible)
+    assert np.array_equal(out[shown], PALETTE[labels][shown]) and np.array_equal(out[~shown], image[~shown])
+    mask = render.mask_only(labels, visible=[])
+    assert not mask.any()
+    assert np.array_equal(render.mask_only(labels), PALETTE[labels])
+
+
+def test_category_groups_cover_the_19_classes_once():
+    groups = [render.classes_in(c) for c in CATEGORIES]
+    assert sorted(c for g in groups for c in g) == list(range(NUM_CLASSES))
+    assert render.classes_in("vehicle") == [CLASS_NAMES.index(n) for n in
+                                            ("car", "truck", "bus", "train", "motorcycle", "bicycle")]
+    with pytest.raises(ValueError, match="unknown categories"):
+        render.classes_in("animals")
+
+
+def test_disagreement_map_and_image(scene):
+    image, a = scene
+    b = a.copy()
+    b[0, :3] = (b[0, :3] + 1) % NUM_CLASSES
+    d = render.disagreement(a, b)
+    assert d.sum() == 3 and d[0, :3].all() and np.array_equal(d, render.disagreement(b, a))
+    img = render.disagreement_image(image, a, b, alpha=1.0)
+    assert (img[0, :3] == render.DISAGREE_COLOR).all()
+    assert (img[1:, :, 0] == img[1:, :, 1]).all()  # grey where they agree
+
+
+def test_side_by_side(scene):
+    image, _ = scene
+    out = render.side_by_side(image, image, gap=4)
+    assert out.shape == (6, 24, 3) and np.array_equal(out[:, 14:], image) and (out[:, 10:14] == 255).all()
+    with pytest.raises(ValueError):
+        render.side_by_side(image, image[:3])
+
+
+def test_coverage_shares_are_a_bincount_and_sum_to_one(scene):
+    _, labels = scene
+    labels = labels.copy()
+    labels[0, 0] = IGNORE_INDEX  # not counted anywhere
+    rows = coverage_rows("a.png", "unet_ce_dice", labels)
+    assert [r["class_id"] for r in rows] == list(range(NUM_CLASSES))
+    counts = np.bincount(labels[labels != IGNORE_INDEX], minlength=NUM_CLASSES)
+    assert [r["pixels"] for r in rows] == counts.tolist() == class_pixels(labels).tolist()
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    assert rows[0]["class_name"] == "road" and rows[0]["category"] == "flat"
+
+
+def test_csv_schema_and_summary(scene):
+    _, labels = scene
+    rows = coverage_rows("a.png", "m", labels) + coverage_rows("b.png", "m", np.zeros_like(labels))
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert tuple(parsed[0]) == CSV_COLUMNS and len(parsed) == 2 * NUM_CLASSES
+    assert float(parsed[0]["share"]) == pytest.approx(rows[0]["share"])
+    s = summary(rows)
+    assert [r["source"] for r in s] == ["a.png", "b.png"] and tuple(s[0]) == SUMMARY_COLUMNS
+    assert s[1]["top_class"] == "road" and s[1]["top_share"] == 1.0 and s[1]["share_flat"] == 1.0
+    assert sum(v for k, v in s[0].items() if k.startswith("share_")) == pytest.approx(1.0)
+    assert tuple(next(csv.reader(io.StringIO(to_csv(s, SUMMARY_COLUMNS))))) == SUMMARY_COLUMNS
