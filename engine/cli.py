@@ -28,17 +28,15 @@ def _common(p: argparse.ArgumentParser, data=True, db=True, weights=True, device
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
 
 
-def _data_root(a) -> str | None:
-    """--data-root, else $CITYSCAPES_DATASET, else the built-in synthetic scenes (written on first use)."""
-    import os
-
+def _data_root(a) -> str:
+    """settings.data_root(--data-root); the built-in synthetic scenes are written on first use."""
     from engine import settings
     from engine.data.synthetic import ensure_synthetic_dataset
 
-    if a.data_root or os.environ.get("CITYSCAPES_DATASET"):
-        return a.data_root
-    ensure_synthetic_dataset(settings.SYNTHETIC_ROOT)
-    return str(settings.SYNTHETIC_ROOT)
+    root = settings.data_root(a.data_root)
+    if root == settings.SYNTHETIC_ROOT:
+        ensure_synthetic_dataset(root)
+    return str(root)
 
 
 def cmd_synth(a) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from engine.classes import CATEGORIES, NUM_CLASSES, TRAIN_ID_TO_COLOR
+from engine.classes import CATEGORIES, NUM_CLASSES, colorize
 
 DISAGREE_COLOR = np.array([255, 0, 255], np.uint8)  # magenta: no Cityscapes class uses it
 
@@ -31,7 +31,7 @@ def classes_in(*groups: str) -> list[int]:
 
 def mask_only(labels: np.ndarray, visible: Iterable[int] | None = None) -> np.ndarray:
     """The label map in the official colours; hidden classes are black."""
-    return np.where(visible_lut(visible)[labels][..., None], TRAIN_ID_TO_COLOR[labels], np.uint8(0))
+    return np.where(visible_lut(visible)[labels][..., None], colorize(labels), np.uint8(0))
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, visible: Iterable[int] | None = None) -> np.ndarray:
@@ -40,7 +40,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, visible: 
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     alpha_lut = (visible_lut(visible) * float(np.clip(alpha, 0.0, 1.0))).astype(np.float32)
     a = alpha_lut[labels][..., None]
-    out = image.astype(np.float32) * (1 - a) + TRAIN_ID_TO_COLOR[labels].astype(np.float32) * a
+    out = image.astype(np.float32) * (1 - a) + colorize(labels).astype(np.float32) * a
     return np.rint(out).astype(np.uint8)
 
 
