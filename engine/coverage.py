@@ -23,12 +23,25 @@ def class_pixels(labels: np.ndarray) -> np.ndarray:
     return np.bincount(flat[flat < NUM_CLASSES], minlength=NUM_CLASSES).astype(np.int64)
 
 
-def coverage_rows(source: str, model: str, labels: np.ndarray) -> list[dict]:
-    counts = class_pixels(labels)
+def _rows(source: str, model: str, counts: np.ndarray) -> list[dict]:
     total = int(counts.sum())
     return [{"source": source, "model": model, "class_id": c, "class_name": CLASS_NAMES[c],
              "category": CLASS_CATEGORIES[c], "pixels": int(counts[c]),
              "share": float(counts[c] / total) if total else 0.0} for c in range(NUM_CLASSES)]
+
+
+def coverage_rows(source: str, model: str, labels: np.ndarray) -> list[dict]:
+    """One row per class for one predicted label map."""
+    return _rows(source, model, class_pixels(labels))
+
+
+def aggregate(rows: Iterable[dict], source: str = "all images") -> list[dict]:
+    """Coverage over all images together, per model: pixels summed per class, shares of the total
+    (so a large image weighs more than a small one). Same columns as `coverage_rows`."""
+    pixels: dict[str, np.ndarray] = {}
+    for r in rows:
+        pixels.setdefault(r["model"], np.zeros(NUM_CLASSES, np.int64))[r["class_id"]] += r["pixels"]
+    return [row for model, counts in pixels.items() for row in _rows(source, model, counts)]
 
 
 def summary(rows: Iterable[dict]) -> list[dict]:

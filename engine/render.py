@@ -1,15 +1,17 @@
 """Pure pixel functions for showing predictions: colour, overlay, class filters, disagreement.
 
 All take RGB uint8 HxWx3 images and trainId uint8 HxW label maps and work by lookup tables on
-the whole array at once, so re-rendering after a change of transparency or classes is cheap.
+the whole array at once (plus OpenCV's saturating blend), so re-rendering after a change of
+transparency or classes is cheap: a 2048x1024 overlay takes a few tens of milliseconds.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import cv2
 import numpy as np
 
-from engine.classes import CATEGORIES, NUM_CLASSES, colorize
+from engine.classes import CATEGORIES, NUM_CLASSES, TRAIN_ID_TO_COLOR, colorize
 
 DISAGREE_COLOR = np.array([255, 0, 255], np.uint8)  # magenta: no Cityscapes class uses it
 
@@ -31,17 +33,29 @@ def classes_in(*groups: str) -> list[int]:
 
 def mask_only(labels: np.ndarray, visible: Iterable[int] | None = None) -> np.ndarray:
     """The label map in the official colours; hidden classes are black."""
-    return np.where(visible_lut(visible)[labels][..., None], colorize(labels), np.uint8(0))
+    lut = np.where(visible_lut(visible)[:, None], TRAIN_ID_TO_COLOR, np.uint8(0))
+    return np.take(lut, labels, axis=0)
+
+
+def _blend(image: np.ndarray, labels: np.ndarray, alpha: float, shown: np.ndarray) -> np.ndarray:
+    """Class colours blended over `image` with opacity alpha where `shown` (bool HxW), the image elsewhere."""
+    if image.shape[:2] != labels.shape:
+        raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
+    alpha = float(np.clip(alpha, 0.0, 1.0))
+    image = np.ascontiguousarray(image)
+    out = cv2.addWeighted(image, 1.0 - alpha, colorize(labels), alpha, 0.0)
+    cv2.copyTo(image, (~shown).view(np.uint8), out)
+    return out
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, visible: Iterable[int] | None = None) -> np.ndarray:
     """Blend the class colours over the image with opacity `alpha`; hidden classes show the image."""
-    if image.shape[:2] != labels.shape:
-        raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
-    alpha_lut = (visible_lut(visible) * float(np.clip(alpha, 0.0, 1.0))).astype(np.float32)
-    a = alpha_lut[labels][..., None]
-    out = image.astype(np.float32) * (1 - a) + colorize(labels).astype(np.float32) * a
-    return np.rint(out).astype(np.uint8)
+    return _blend(image, labels, alpha, np.take(visible_lut(visible), labels))
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """The image in grey, still HxWx3."""
+    return cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
 def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -53,10 +67,20 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def disagreement_image(image: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float = 0.7) -> np.ndarray:
     """The image in grey, with the pixels where the two models disagree in magenta."""
-    grey = image.astype(np.float32).mean(axis=2, keepdims=True).repeat(3, axis=2)
-    where = disagreement(a, b)[..., None]
-    out = np.where(where, grey * (1 - alpha) + DISAGREE_COLOR * alpha, grey)
-    return np.rint(out).astype(np.uint8)
+    where = disagreement(a, b)
+    magenta = np.broadcast_to(DISAGREE_COLOR, image.shape)
+    out = grey(image)
+    blended = cv2.addWeighted(out, 1.0 - alpha, np.ascontiguousarray(magenta), alpha, 0.0)
+    cv2.copyTo(blended, where.view(np.uint8), out)
+    return out
+
+
+def disagreement_overlay(image: np.ndarray, labels: np.ndarray, other: np.ndarray, alpha: float = 0.5,
+                         visible: Iterable[int] | None = None) -> np.ndarray:
+    """What one model says where it disagrees with the other: its class colours over the grey image
+    on the contested (and visible) pixels only."""
+    shown = disagreement(labels, other) & np.take(visible_lut(visible), labels)
+    return _blend(grey(image), labels, alpha, shown)
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
@@ -65,3 +89,21 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarra
         raise ValueError(f"heights differ: {left.shape[0]} vs {right.shape[0]}")
     spacer = np.full((left.shape[0], gap, 3), 255, np.uint8)
     return np.concatenate([left, spacer, right], axis=1)
+
+
+VIEW_MODES = {"overlay": "Overlay", "mask": "Mask only", "disagreement": "Where the models disagree"}
+
+
+def render_view(mode: str, image: np.ndarray, labels: np.ndarray, other: np.ndarray | None = None,
+                alpha: float = 0.5, visible: Iterable[int] | None = None) -> np.ndarray:
+    """One model's output as shown on screen: `overlay`, `mask` (only the label colours) or
+    `disagreement` (its colours only where it differs from the `other` model's labels)."""
+    if mode == "overlay":
+        return overlay(image, labels, alpha, visible)
+    if mode == "mask":
+        return mask_only(labels, visible)
+    if mode == "disagreement":
+        if other is None:
+            raise ValueError("the disagreement view needs the other model's labels")
+        return disagreement_overlay(image, labels, other, alpha, visible)
+    raise ValueError(f"unknown view mode {mode!r}; expected one of {list(VIEW_MODES)}")

@@ -402,7 +402,8 @@ class Store:
 
     def leaderboard(self, *, dataset=None, arch=None, status=None) -> list[dict]:
         """One row per run joined with its latest evaluation, sorted by mIoU descending (None last)."""
-        metrics = ("miou", "pixel_accuracy", "params", "size_mb", "gflops", "latency_ms", "latency_device")
+        metrics = ("miou", "pixel_accuracy", "params", "size_mb", "gflops", "latency_ms", "latency_device",
+                   "latency_threads", "latency_precision", "latency_resolution", "eval_size", "split", "num_images")
         rows = []
         with Session(self._engine) as s:
             runs = list(s.scalars(self._run_query(dataset, arch, status)))

@@ -45,3 +45,35 @@ def trained(tmp_path_factory, synth_root):
     recipe = tiny_recipe("deeplabv3_r50_adam", iters=12, epochs=6, size=(64, 32))
     result = train(recipe, store=Store(db), data_root=synth_root, device="cpu", weights_dir=weights, progress=False)
     return SimpleNamespace(db=db, weights=weights, variant=recipe.name, result=result, recipe=recipe)
+
+
+@pytest.fixture(scope="session")
+def dashboard_data(tmp_path_factory, trained, synth_root):
+    """What the dashboard reads after a small real session: a copy of `trained`'s store with two
+    trained and evaluated variants (DeepLabV3-R50 and a tiny UNet) and one failed run, and a
+    weights folder holding both checkpoints. Yields the env the app reads (RESULTS_DB, WEIGHTS_DIR)."""
+    import sqlite3
+
+    from engine.evaluate import evaluate_checkpoint
+    from engine.store import Store
+    from engine.train import train
+
+    tmp = tmp_path_factory.mktemp("dashboard")
+    with sqlite3.connect(trained.db.removeprefix("sqlite:///")) as src, sqlite3.connect(tmp / "results.db") as dst:
+        src.backup(dst)  # WAL mode: a plain file copy could miss the latest writes
+    db, weights = f"sqlite:///{tmp / 'results.db'}", tmp / "weights"
+    weights.mkdir()
+    (weights / trained.variant).symlink_to(trained.weights / trained.variant, target_is_directory=True)
+    store = Store(db)
+    unet = tiny_recipe("unet_ce_dice", iters=2, epochs=2, size=(64, 32))
+    train(unet, store=store, data_root=synth_root, device="cpu", weights_dir=weights, progress=False)
+    results = {variant: evaluate_checkpoint(variant=variant, data_root=synth_root, device="cpu", store=store,
+                                            weights_dir=weights, progress=False)
+               for variant in (trained.variant, unet.name)}
+    failed = store.start_run(variant="hrnetv2_w48_sgd", arch="hrnetv2_w48", backbone="hrnet_w48", profile="quick",
+                             hyperparameters={}, dataset="synthetic", data_root=str(synth_root), train_images=4,
+                             val_images=2, device="cpu", code_version="test")
+    store.finish_run(failed, status="failed", error="TrainingDiverged: loss is nan at iteration 3")
+    store.close()
+    return SimpleNamespace(db=db, weights=weights, variants=(trained.variant, unet.name), results=results,
+                           env={"RESULTS_DB": db, "WEIGHTS_DIR": str(weights), "SEGBENCH_OFFLINE": "1"})

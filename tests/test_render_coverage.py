@@ -7,7 +7,7 @@ import pytest
 
 from engine import render
 from engine.classes import CATEGORIES, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE
-from engine.coverage import CSV_COLUMNS, SUMMARY_COLUMNS, class_pixels, coverage_rows, summary, to_csv
+from engine.coverage import CSV_COLUMNS, SUMMARY_COLUMNS, aggregate, class_pixels, coverage_rows, summary, to_csv
 
 
 @pytest.fixture
@@ -87,3 +87,30 @@ def test_csv_schema_and_summary(scene):
     assert s[1]["top_class"] == "road" and s[1]["top_share"] == 1.0 and s[1]["share_flat"] == 1.0
     assert sum(v for k, v in s[0].items() if k.startswith("share_")) == pytest.approx(1.0)
     assert tuple(next(csv.reader(io.StringIO(to_csv(s, SUMMARY_COLUMNS))))) == SUMMARY_COLUMNS
+
+
+def test_aggregate_sums_pixels_over_images_per_model(scene):
+    _, labels = scene
+    big = np.zeros((30, 10), np.uint8)  # all road, 5x the pixels of `labels`
+    rows = coverage_rows("a.png", "m", labels) + coverage_rows("b.png", "m", big) + coverage_rows("a.png", "n", big)
+    agg = aggregate(rows)
+    m = [r for r in agg if r["model"] == "m"]
+    assert [r["class_id"] for r in m] == list(range(NUM_CLASSES)) and {r["source"] for r in agg} == {"all images"}
+    expected = class_pixels(labels) + class_pixels(big)
+    assert [r["pixels"] for r in m] == expected.tolist()
+    assert sum(r["share"] for r in m) == pytest.approx(1.0)
+    assert m[0]["share"] == pytest.approx(expected[0] / expected.sum())  # pixel-weighted, not a mean of shares
+    assert [r["share"] for r in agg if r["model"] == "n"][0] == 1.0
+
+
+def test_disagreement_overlay_colours_only_contested_pixels(scene):
+    image, a = scene
+    b = a.copy()
+    b[2, 4] = (b[2, 4] + 1) % NUM_CLASSES
+    out = render.disagreement_overlay(image, a, b, alpha=1.0)
+    assert np.array_equal(out[2, 4], PALETTE[a[2, 4]])
+    rest = np.ones(a.shape, bool)
+    rest[2, 4] = False
+    assert np.array_equal(out[rest], render.grey(image)[rest])
+    hidden = render.disagreement_overlay(image, a, b, alpha=1.0, visible=[c for c in range(NUM_CLASSES) if c != a[2, 4]])
+    assert np.array_equal(hidden, render.grey(image))

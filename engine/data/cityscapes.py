@@ -83,7 +83,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """RGB uint8 HxWx3."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable: torch.from_numpy warns on read-only
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: cannot read image ({e})") from None
 
@@ -93,7 +93,7 @@ def read_label(sample: Sample) -> np.ndarray:
     path = sample.label
     try:
         with Image.open(path) as im:
-            label = np.asarray(im)
+            label = np.array(im)
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: cannot read label ({e})") from None
     if label.ndim != 2:

@@ -1,0 +1,35 @@
+"""segbench dashboard: `streamlit run dashboard/app.py` (or `make dashboard`).
+
+Reads the results store (RESULTS_DB) and the weights folder (WEIGHTS_DIR), and runs models
+only through `engine.inference`.
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run` puts only this file's folder on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import loaders, widgets  # noqa: E402
+
+st.set_page_config(page_title="segbench: segmentation models compared", page_icon=":material/location_city:", layout="wide")
+
+PAGES = [
+    st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", default=True),
+    st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+    st.Page("pages/per_class.py", title="Per-class", icon=":material/grid_on:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/coverage.py", title="Coverage", icon=":material/pie_chart:"),
+]
+page = st.navigation(PAGES)
+
+with st.sidebar:
+    st.markdown("### :material/location_city: segbench")
+    st.caption("Semantic segmentation models for urban street scenes, compared on accuracy, size, speed and cost.")
+    st.caption(f"Results store: `{widgets.shown_url(loaders.store_url())}`  \nWeights: `{loaders.weights_dir()}`")
+    if st.button("Reload results", help="Read the results store again (it is re-read every few seconds anyway)"):
+        st.cache_data.clear()
+
+page.run()

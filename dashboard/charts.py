@@ -1,0 +1,126 @@
+"""Plotly figure builders: plain functions from the frames of `dashboard.tables` to figures.
+Classes are always drawn in their official Cityscapes colours."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from engine.classes import CATEGORIES, CLASS_NAMES, PALETTE
+from dashboard.tables import EFFICIENCY_AXES
+
+CLASS_COLORS = [f"rgb({r},{g},{b})" for r, g, b in PALETTE.tolist()]
+# A category is drawn in the colour of its first class (flat = road, vehicle = car, ...).
+CATEGORY_COLORS = {cat: CLASS_COLORS[ids[0]] for cat, ids in CATEGORIES.items()}
+ARCH_COLORS = {"deeplabv3_r50": "#1f77b4", "deeplabv3_r101": "#17becf", "hrnetv2_w48": "#d62728", "unet": "#2ca02c"}
+_HOVER = ["variant", "optimizer", "lr", "weight_decay", "dropout", "batch_size", "train_size", "epochs_label", "profile"]
+
+
+def pareto_front(df: pd.DataFrame, x: str, y: str = "miou") -> pd.DataFrame:
+    """The runs no other run beats on both axes (lower `x`, higher `y`), sorted by `x`.
+    Rows with a missing x or y are never on the front."""
+    pts = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
+    best, keep = float("-inf"), []
+    for idx, val in pts[y].items():
+        if val > best:
+            keep.append(idx)
+            best = val
+    return pts.loc[keep]
+
+
+def tradeoff_figure(df: pd.DataFrame, x: str, *, log_x: bool = False) -> go.Figure:
+    """mIoU against an efficiency axis, one colour per architecture, the Pareto front as a step line.
+    Each point carries its run_id in customdata (clicking selects it)."""
+    fig = px.scatter(df, x=x, y="miou", color="arch", color_discrete_map=ARCH_COLORS, log_x=log_x,
+                     custom_data=["run_id"], hover_name="variant",
+                     hover_data={c: True for c in _HOVER if c in df} | {"arch": False, "run_id": False},
+                     labels={x: EFFICIENCY_AXES[x], "miou": "mIoU (val)", "arch": "Architecture"})
+    fig.update_traces(marker=dict(size=13, line=dict(width=1, color="white")))
+    front = pareto_front(df, x)
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=front[x], y=front["miou"], mode="lines", name="Pareto front",
+                                 line=dict(color="rgba(90,90,90,0.7)", dash="dash", shape="hv"), hoverinfo="skip"))
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="",
+                      clickmode="event+select", yaxis_tickformat=".3f")
+    fig.update_yaxes(rangemode="nonnegative")
+    return fig
+
+
+def curves_figure(epochs: pd.DataFrame) -> go.Figure:
+    """Training curves: loss (train solid, val dotted) and val mIoU per epoch, one colour per run."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("Loss (solid: train, dotted: validation)", "Validation mIoU"))
+    palette = px.colors.qualitative.Plotly
+    for i, (run, g) in enumerate(epochs.groupby("run", sort=False)):
+        color = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=g["epoch"], y=g["train_loss"], name=run, legendgroup=run,
+                                 line=dict(color=color), mode="lines+markers"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["epoch"], y=g["val_loss"], name=f"{run} (val)", legendgroup=run,
+                                 line=dict(color=color, dash="dot"), mode="lines+markers", showlegend=False),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["epoch"], y=g["val_miou"], name=run, legendgroup=run, showlegend=False,
+                                 line=dict(color=color), mode="lines+markers"), row=1, col=2)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def _class_color_strip(fig: go.Figure, y0: float = 1.01, y1: float = 1.05) -> None:
+    for i, color in enumerate(CLASS_COLORS):
+        fig.add_shape(type="rect", xref="x", yref="paper", x0=i - 0.5, x1=i + 0.5, y0=y0, y1=y1,
+                      fillcolor=color, line=dict(width=0))
+
+
+def class_iou_heatmap(matrix: pd.DataFrame) -> go.Figure:
+    """Runs x 19 classes, IoU in [0, 1]; a strip of class colours above the columns; blank = class
+    absent from the evaluated split."""
+    text = matrix.map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+    fig = go.Figure(go.Heatmap(z=matrix.values, x=list(range(len(CLASS_NAMES))), y=list(matrix.index),
+                               text=text.values, texttemplate="%{text}", zmin=0, zmax=1, colorscale="Viridis",
+                               colorbar=dict(title="IoU"), customdata=[CLASS_NAMES] * len(matrix),
+                               hovertemplate="%{y}<br>%{customdata}: IoU %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(tickvals=list(range(len(CLASS_NAMES))), ticktext=CLASS_NAMES, tickangle=-45)
+    fig.update_yaxes(autorange="reversed")
+    _class_color_strip(fig)
+    fig.update_layout(height=max(260, 60 + 34 * len(matrix)), margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def class_diff_figure(matrix: pd.DataFrame, a: str, b: str) -> go.Figure:
+    """Per-class IoU of run b minus run a, each bar in its class colour."""
+    diff = matrix.loc[b] - matrix.loc[a]
+    hover = [f"{n}<br>{a}: {'n/a' if pd.isna(ia) else f'{ia:.3f}'}<br>{b}: {'n/a' if pd.isna(ib) else f'{ib:.3f}'}"
+             for n, ia, ib in zip(CLASS_NAMES, matrix.loc[a], matrix.loc[b])]
+    fig = go.Figure(go.Bar(x=CLASS_NAMES, y=diff.values, marker_color=CLASS_COLORS,
+                           marker_line=dict(color="rgba(0,0,0,0.35)", width=1),
+                           hovertext=hover, hovertemplate="%{hovertext}<br>difference %{y:+.3f}<extra></extra>"))
+    fig.add_hline(y=0, line_color="grey", line_width=1)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="IoU difference (B − A)",
+                      title=dict(text=f"B: {b}  −  A: {a}", font=dict(size=13)),
+                      yaxis_tickformat="+.2f", xaxis_tickangle=-45)
+    return fig
+
+
+def class_share_figure(rows: list[dict], title: str = "") -> go.Figure:
+    """Pixel share of each class (coverage rows of one source and model), in class colours, largest first."""
+    df = pd.DataFrame(rows).sort_values("share")
+    fig = go.Figure(go.Bar(x=df["share"], y=df["class_name"], orientation="h",
+                           marker_color=[CLASS_COLORS[c] for c in df["class_id"]],
+                           marker_line=dict(color="rgba(0,0,0,0.35)", width=1),
+                           customdata=df["category"],
+                           hovertemplate="%{y} (%{customdata}): %{x:.2%}<extra></extra>"))
+    fig.update_layout(height=520, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title or None,
+                      xaxis_tickformat=".0%", xaxis_title="share of pixels")
+    return fig
+
+
+def category_share_figure(summary: pd.DataFrame) -> go.Figure:
+    """One stacked bar per image: the share of each category (summary rows from engine.coverage)."""
+    fig = go.Figure()
+    for cat, color in CATEGORY_COLORS.items():
+        fig.add_trace(go.Bar(x=summary["source"], y=summary[f"share_{cat}"], name=cat, marker_color=color,
+                             hovertemplate=f"%{{x}}<br>{cat}: %{{y:.1%}}<extra></extra>"))
+    fig.update_layout(barmode="stack", height=380, margin=dict(l=10, r=10, t=10, b=10), yaxis_tickformat=".0%",
+                      yaxis_range=[0, 1], legend=dict(orientation="h", y=-0.3))
+    return fig

@@ -1,0 +1,113 @@
+"""Cached access to the engine: the results store (numbers) and trained checkpoints (pixels).
+
+Queries are cached for a few seconds (`st.cache_data`), so a dashboard left open follows a
+training run; models are loaded once per checkpoint file version (`st.cache_resource`).
+Predictions are kept per browser session for the current upload, so changing the view never
+re-runs a model: `inference_calls` in the session counts the real model runs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dashboard import media
+from engine import settings
+from engine.coverage import class_pixels
+from engine.inference import Segmenter
+from engine.store import Store
+
+QUERY_TTL_S = 5
+
+
+@st.cache_resource(show_spinner=False)
+def store(url: str) -> Store:
+    return Store(url)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def leaderboard(url: str) -> list[dict]:
+    return store(url).leaderboard()
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def class_iou_table(url: str, run_ids: tuple[int, ...]) -> list[dict]:
+    return store(url).class_iou_table(run_ids)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def epochs(url: str, run_id: int) -> list[dict]:
+    return store(url).epochs(run_id)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A trained checkpoint in the weights folder, with the store's record of the run that wrote it."""
+    variant: str
+    checkpoint: Path
+    mtime_ns: int
+    run_id: int | None
+    miou: float | None
+    dataset: str | None
+
+    @property
+    def label(self) -> str:
+        score = f"mIoU {self.miou:.3f}" if self.miou is not None else "not evaluated"
+        return f"{self.variant} ({score})"
+
+
+def available_models(url: str, weights_dir: Path) -> list[Model]:
+    """Every `<weights>/<variant>/best.pt`, best mIoU first. Its run is the latest completed run of
+    that variant (a later training of a variant overwrites its best.pt)."""
+    runs = {}
+    for r in sorted(leaderboard(url), key=lambda r: r["run_id"]):
+        if r["status"] == "completed":
+            runs[r["variant"]] = r
+    models = []
+    for path in sorted(Path(weights_dir).glob("*/best.pt")):
+        run = runs.get(path.parent.name, {})
+        models.append(Model(variant=path.parent.name, checkpoint=path, mtime_ns=path.stat().st_mtime_ns,
+                            run_id=run.get("run_id"), miou=run.get("miou"), dataset=run.get("dataset")))
+    return sorted(models, key=lambda m: (m.miou is None, -(m.miou or 0.0), m.variant))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
+def segmenter(checkpoint: str, mtime_ns: int, device: str = "auto") -> Segmenter:
+    """One loaded model per checkpoint file version (mtime_ns makes a retrained file load anew)."""
+    return Segmenter(checkpoint, device=device)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: np.ndarray      # trainIds uint8 HxW at the image's own resolution
+    seconds: float          # wall time of the model run (resize, forward, upsample, argmax)
+    device: str
+    pixels: np.ndarray      # pixels per class (engine.coverage.class_pixels), for the legend
+    preview: np.ndarray     # labels at the on-screen size (media.preview_size)
+
+
+def predict(model: Model, image: np.ndarray, digest: str) -> Prediction:
+    """The model's labels for this image, computed once per (checkpoint, image) in this session."""
+    cache: dict = st.session_state.setdefault("_predictions", {})
+    key = (str(model.checkpoint), model.mtime_ns, digest)
+    if key not in cache:
+        for k in [k for k in cache if k[2] != digest]:  # keep only the current image's predictions
+            del cache[k]
+        seg = segmenter(str(model.checkpoint), model.mtime_ns)
+        t0 = time.perf_counter()
+        labels = seg.predict(image)
+        seconds = time.perf_counter() - t0
+        cache[key] = Prediction(labels, seconds, seg.device.type, class_pixels(labels), media.preview(labels))
+        st.session_state["inference_calls"] = st.session_state.get("inference_calls", 0) + 1
+    return cache[key]
+
+
+def store_url() -> str:
+    return settings.db_url()
+
+
+def weights_dir() -> Path:
+    return settings.weights_dir()

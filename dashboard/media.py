@@ -1,0 +1,169 @@
+"""Turning uploaded files into RGB arrays, with a clear message for anything we cannot use.
+
+Images: PNG, JPEG, WebP, BMP of any size and aspect ratio (EXIF orientation applied, alpha and
+palette converted to RGB). Zips are unpacked in memory (images inside only; limits guard
+against zip bombs). Videos are handed to `engine.video` through a temporary file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.video import VIDEO_SUFFIXES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
+VIDEO_TYPES = [s.lstrip(".") for s in VIDEO_SUFFIXES]
+MAX_PIXELS = 50_000_000       # larger images are refused (PIL's own bomb limit is ~89 MP)
+MAX_ZIP_FILES = 1000
+MAX_ZIP_BYTES = 2 << 30       # uncompressed
+PREVIEW_WIDTH = 1460          # on-screen copies: Streamlit's own widest image (2 x 730 px)
+
+
+class UploadError(ValueError):
+    """A file the dashboard cannot use; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix.lower()
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self.data).hexdigest()
+
+
+def kind_of(name: str) -> str:
+    """'image', 'video', 'zip' or raises UploadError for any other file type."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix == ".zip":
+        return "zip"
+    raise UploadError(f"{name}: unsupported file type {suffix or '(none)'}; use an image "
+                      f"({', '.join(IMAGE_TYPES)}), a video ({', '.join(VIDEO_TYPES)}) or a zip of images")
+
+
+def decode_image(name: str, data: bytes) -> np.ndarray:
+    """Bytes of an image file -> RGB uint8 HxWx3, upright; UploadError if unreadable or corrupt."""
+    if not data:
+        raise UploadError(f"{name}: the file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise UploadError(f"{name}: {img.width}x{img.height} is too large (at most {MAX_PIXELS // 1_000_000} MP)")
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "P", "PA"):
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            return np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
+    except UploadError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise UploadError(f"{name}: unreadable or corrupt image (not a valid PNG, JPEG, WebP or BMP file)") from None
+
+
+def expand(uploads: list[Upload]) -> tuple[list[Upload], list[str]]:
+    """Images from a list of uploads, zips unpacked; returns (images, problems) where each problem
+    is a one-line message about a file that was skipped."""
+    images, problems = [], []
+    for up in uploads:
+        try:
+            kind = kind_of(up.name)
+        except UploadError as e:
+            problems.append(str(e))
+            continue
+        if kind == "image":
+            images.append(up)
+        elif kind == "video":
+            problems.append(f"{up.name}: videos are compared on the Compare page, not here")
+        else:
+            found, skipped = _unzip(up)
+            images += found
+            problems += skipped
+    return images, problems
+
+
+def _unzip(up: Upload) -> tuple[list[Upload], list[str]]:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(up.data))
+    except (zipfile.BadZipFile, OSError):
+        return [], [f"{up.name}: not a readable zip file"]
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir() and not _hidden(m.filename)]
+        if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+            return [], [f"{up.name}: too large (at most {MAX_ZIP_FILES} files and {MAX_ZIP_BYTES >> 30} GB unpacked)"]
+        found, skipped = [], []
+        for m in sorted(members, key=lambda m: m.filename):
+            name = f"{up.name}/{m.filename}"
+            if PurePosixPath(m.filename).suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(f"{name}: not an image, skipped")
+                continue
+            try:
+                found.append(Upload(name, zf.read(m)))
+            except (zipfile.BadZipFile, OSError, RuntimeError) as e:  # CRC errors, encrypted members
+                skipped.append(f"{name}: unreadable in the zip ({e})")
+        if not found and not skipped:
+            skipped.append(f"{up.name}: the zip holds no images")
+        return found, skipped
+
+
+def _hidden(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """RGB HxWx3 or single-channel HxW uint8 -> PNG bytes (OpenCV: several times faster than PIL)."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def decode_png_or_jpeg(data: bytes, labels: bool = False) -> np.ndarray:
+    """The inverse of encode_png / encode_jpeg for our own cached frames and label maps."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED if labels else cv2.IMREAD_COLOR)
+    return arr if labels else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def preview_size(width: int, height: int, max_width: int = PREVIEW_WIDTH) -> tuple[int, int]:
+    """(w, h) of the on-screen copy: the original size, or scaled down to max_width."""
+    if width <= max_width:
+        return width, height
+    return max_width, max(1, round(height * max_width / width))
+
+
+def preview(array: np.ndarray, max_width: int = PREVIEW_WIDTH) -> np.ndarray:
+    """The on-screen copy of an image (area-averaged) or label map (nearest label) at preview_size.
+    Downloads stay at the original resolution; the screen gets what Streamlit would show anyway,
+    at a fraction of the cost of having st.image re-encode, decode and shrink a full-size array."""
+    h, w = array.shape[:2]
+    size = preview_size(w, h, max_width)
+    if size == (w, h):
+        return array
+    return cv2.resize(array, size, interpolation=cv2.INTER_AREA if array.ndim == 3 else cv2.INTER_NEAREST)

@@ -1,0 +1,196 @@
+"""Compare: two models on your own image or video, side by side at the original resolution."""
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dashboard import loaders, media, widgets
+from dashboard.video_compare import process_video, reencode, render_pair
+from engine import render, video
+from engine.coverage import class_pixels
+from engine.data.synthetic import render_scene
+
+st.title("Compare two models")
+st.caption("Upload a street image (PNG, JPEG, WebP, BMP; any size) or a video (MP4, AVI, MOV). Changing the view, "
+           "opacity or classes re-draws from the kept predictions: models run once per upload.")
+
+models = widgets.models_or_stop()
+c1, c2 = st.columns(2)
+with c1:
+    model_a = widgets.pick_model("Model A", models, "compare_a", default=0)
+with c2:
+    model_b = widgets.pick_model("Model B", models, "compare_b", default=1)
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def sample_scene(seed: int = 7, width: int = 1024, height: int = 512) -> bytes:
+    rgb, _, _ = render_scene(np.random.default_rng(seed), width, height)
+    return media.encode_png(rgb)
+
+
+up = st.file_uploader("Image or video", type=media.IMAGE_TYPES + media.VIDEO_TYPES, key="compare_upload")
+if up is not None:
+    upload = media.Upload(up.name, up.getvalue())
+elif st.toggle("Use a sample street scene", key="compare_sample",
+               help="A synthetic scene from the engine's generator, for a first look without your own image"):
+    upload = media.Upload("sample_scene.png", sample_scene())
+else:
+    st.info("Upload an image or a video, or switch on the sample street scene.")
+    st.stop()
+
+try:
+    kind = media.kind_of(upload.name)
+    if kind == "zip":
+        raise media.UploadError(f"{upload.name}: zips of images go to the Coverage page; upload one image or video here")
+except media.UploadError as e:
+    st.error(str(e))
+    st.stop()
+
+# ---- read the upload before drawing any control: a bad file gets only its message ----
+if kind == "image":
+    cached = st.session_state.get("_compare_image")
+    if cached is None or cached[0] != upload.digest:
+        try:
+            decoded = media.decode_image(upload.name, upload.data)
+        except media.UploadError as e:
+            st.error(str(e))
+            st.stop()
+        cached = (upload.digest, decoded, media.preview(decoded))
+        st.session_state["_compare_image"] = cached
+    _, image, screen = cached
+    h, w = image.shape[:2]
+else:
+    workdir = Path(st.session_state.setdefault("_compare_dir", tempfile.mkdtemp(prefix="segbench-compare-")))
+    src = workdir / upload.digest[:16] / Path(upload.name).name  # its own name: messages name the user's file
+    if not src.exists():
+        for old in workdir.glob("*/"):  # one video per session on disk: the previous upload goes
+            if old.name != "out":
+                shutil.rmtree(old, ignore_errors=True)
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_bytes(upload.data)
+    try:
+        info = video.probe(src)
+    except video.VideoError as e:
+        st.error(str(e))
+        st.stop()
+
+# ---- view controls (shared by image and video) ----
+v1, v2 = st.columns([1, 2], gap="large")
+with v1:
+    mode = st.radio("View", list(render.VIEW_MODES), format_func=render.VIEW_MODES.get, key="view_mode")
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="alpha",
+                      help="0: only the photo; 1: only the class colours", disabled=mode == "mask")
+with v2:
+    visible = widgets.class_filter()
+
+
+
+def show_pair(out_a, out_b, caption_a: str, caption_b: str) -> None:
+    col_a, col_b = st.columns(2)
+    col_a.markdown(f"**A · {model_a.variant}**")
+    col_a.image(media.encode_jpeg(out_a), caption=caption_a, width="stretch")
+    col_b.markdown(f"**B · {model_b.variant}**")
+    col_b.image(media.encode_jpeg(out_b), caption=caption_b, width="stretch")
+
+
+def show_legend(pixels_a, pixels_b) -> None:
+    present = sorted(set(np.flatnonzero(pixels_a)) | set(np.flatnonzero(pixels_b)))
+    shown = [c for c in present if c in set(visible)]
+    shares = {"A": (pixels_a / max(pixels_a.sum(), 1)).tolist(), "B": (pixels_b / max(pixels_b.sum(), 1)).tolist()}
+    st.markdown("**Legend** (classes present and shown; pixel share in A · B)")
+    st.html(widgets.legend_html(shown, shares) if shown else "<i>no shown class in these predictions</i>")
+
+
+if kind == "image":
+    with st.spinner("Running both models ..."):
+        pa = loaders.predict(model_a, image, upload.digest)
+        pb = loaders.predict(model_b, image, upload.digest)
+    same = model_a == model_b
+    show_pair(*render_pair(screen, pa.preview, pb.preview, mode, alpha, visible),
+              f"{w}x{h} · inference {pa.seconds * 1000:.0f} ms on {pa.device}",
+              f"{w}x{h} · the same model as A" if same else f"{w}x{h} · inference {pb.seconds * 1000:.0f} ms on {pb.device}")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Inference A", f"{pa.seconds * 1000:.0f} ms")
+    m2.metric("Inference B", "same model as A" if same else f"{pb.seconds * 1000:.0f} ms")
+    m3.metric("Pixels where A and B agree", f"{np.mean(pa.labels == pb.labels):.1%}")
+    show_legend(pa.pixels, pb.pixels)
+
+    def full(side: str) -> np.ndarray:  # downloads: drawn at the original resolution when clicked
+        out_a, out_b = render_pair(image, pa.labels, pb.labels, mode, alpha, visible)
+        return {"a": out_a, "b": out_b, "both": render.side_by_side(out_a, out_b)}[side]
+
+    stem = Path(upload.name).stem
+    st.markdown("**Downloads** (original resolution)")
+    row = st.container(horizontal=True, gap="small")
+    row.download_button("A as PNG", lambda: media.encode_png(full("a")), f"{stem}_{model_a.variant}.png", "image/png",
+                         key="dl_a", on_click="ignore")
+    row.download_button("B as PNG", lambda: media.encode_png(full("b")), f"{stem}_{model_b.variant}.png", "image/png",
+                         key="dl_b", on_click="ignore")
+    row.download_button("Side by side", lambda: media.encode_png(full("both")),
+                         f"{stem}_{model_a.variant}_vs_{model_b.variant}.png", "image/png", key="dl_sbs",
+                         on_click="ignore")
+    row.download_button("A label map", lambda: media.encode_png(pa.labels), f"{stem}_{model_a.variant}_trainIds.png",
+                         "image/png", key="dl_la", on_click="ignore", help="8-bit PNG of Cityscapes trainIds (0-18)")
+    row.download_button("B label map", lambda: media.encode_png(pb.labels), f"{stem}_{model_b.variant}_trainIds.png",
+                         "image/png", key="dl_lb", on_click="ignore", help="8-bit PNG of Cityscapes trainIds (0-18)")
+    st.stop()
+
+# ---- video ----
+st.caption(f"{upload.name}: {info.width}x{info.height}, {info.fps:.3g} fps, "
+           f"{info.frames or 'unknown number of'} frames" + (f", {info.duration_s:.1f} s" if info.duration_s else ""))
+limit = st.number_input("Frames to process", min_value=1, max_value=max(info.frames, 1) if info.frames else 100_000,
+                        value=min(info.frames or 150, 150), key="video_frames",
+                        help="From the start of the video; both models run on every frame")
+job = (upload.digest, str(model_a.checkpoint), model_a.mtime_ns, str(model_b.checkpoint), model_b.mtime_ns, int(limit))
+result = st.session_state.get("_video_result")
+if result is not None and st.session_state.get("_video_job") != job:
+    result = None
+
+if st.button("Process video", type="primary", key="process_video"):
+    bar = st.progress(0.0, text="Processing frames ...")
+    total = int(limit if not info.frames else min(limit, info.frames))
+    seg_a = loaders.segmenter(str(model_a.checkpoint), model_a.mtime_ns)
+    seg_b = loaders.segmenter(str(model_b.checkpoint), model_b.mtime_ns)
+    try:
+        result = process_video(src, seg_a.predict, seg_b.predict, workdir / "out", max_frames=int(limit), mode=mode,
+                               alpha=alpha, visible=visible,
+                               on_frame=lambda i: bar.progress(min(i / total, 1.0), text=f"Frame {i} of {total}"))
+    except video.VideoError as e:
+        st.error(str(e))
+        st.stop()
+    bar.empty()
+    st.session_state["_video_result"], st.session_state["_video_job"] = result, job
+
+if result is None:
+    st.info("Press **Process video** to run both models on the frames.")
+    st.stop()
+
+n = len(result)
+m1, m2, m3 = st.columns(3)
+m1.metric("Frames processed", n)
+m2.metric("Model A per frame", f"{result.seconds_a / n * 1000:.0f} ms")
+m3.metric("Model B per frame", f"{result.seconds_b / n * 1000:.0f} ms")
+
+i = st.slider("Frame", 0, n - 1, 0, key="video_frame") if n > 1 else 0
+image, la, lb = result.frame(i)
+show_pair(*render_pair(media.preview(image), media.preview(la), media.preview(lb), mode, alpha, visible),
+          f"frame {i}", f"frame {i}")
+show_legend(class_pixels(la), class_pixels(lb))
+
+st.markdown("**Processed videos** (H.264 MP4)")
+if result.view != (mode, alpha, tuple(visible)):
+    st.caption("The videos were drawn with other view settings than the ones above.")
+    if st.button("Redraw the videos with the current view", key="reencode"):
+        bar = st.progress(0.0, text="Encoding ...")
+        reencode(result, workdir / "out", mode=mode, alpha=alpha, visible=visible,
+                 on_frame=lambda k: bar.progress(k / n, text=f"Frame {k} of {n}"))
+        st.rerun()
+st.video(result.videos["side_by_side"].read_bytes(), format="video/mp4")
+stem = Path(upload.name).stem
+d = st.columns(3)
+for col, (name, label) in zip(d, (("a", f"A: {model_a.variant}"), ("b", f"B: {model_b.variant}"),
+                                  ("side_by_side", "Side by side"))):
+    col.download_button(f"{label} (MP4)", result.videos[name].read_bytes(), f"{stem}_{name}.mp4", "video/mp4",
+                        key=f"dl_video_{name}", on_click="ignore")

@@ -1,0 +1,58 @@
+"""Trade-offs: mIoU against size, compute, latency and training time; the Pareto front; curves."""
+import streamlit as st
+
+from dashboard import charts, loaders, tables, widgets
+
+st.title("Trade-offs")
+st.caption("Accuracy against cost. A run is on the Pareto front when no other run is both cheaper on this axis "
+           "and more accurate. Click a point to pick that model for the Compare page.")
+
+df = widgets.runs_or_stop()
+done = tables.evaluated(df)
+if done.empty:
+    st.info(f"No completed and evaluated run yet.\n\n{widgets.TRAIN_HINT}")
+    st.stop()
+
+c1, c2, c3 = st.columns([2, 2, 1])
+with c1:
+    dataset = widgets.dataset_picker(done, key="tradeoff_dataset")
+x = c2.selectbox("Efficiency axis", list(tables.EFFICIENCY_AXES), format_func=tables.EFFICIENCY_AXES.get,
+                 key="tradeoff_axis")
+log_x = c3.toggle("Log scale", key="tradeoff_log")
+runs = done[done["dataset"] == dataset]
+plotted = runs.dropna(subset=[x])
+if plotted.empty:
+    st.warning(f"No run has a value for {tables.EFFICIENCY_AXES[x]}.")
+    st.stop()
+
+event = st.plotly_chart(charts.tradeoff_figure(plotted, x, log_x=log_x), width="stretch",
+                        on_select="rerun", selection_mode="points", key="tradeoff_chart")
+picked = [int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")]
+if picked:
+    variants = [plotted.loc[plotted["run_id"] == rid, "variant"].iloc[0] for rid in picked[:2]]
+    st.session_state["compare_a"] = variants[0]
+    st.session_state.pop("pick_compare_a", None)
+    if len(variants) > 1:
+        st.session_state["compare_b"] = variants[1]
+        st.session_state.pop("pick_compare_b", None)
+    st.success(f"Selected for Compare: model A = **{variants[0]}**"
+               + (f", model B = **{variants[1]}**" if len(variants) > 1 else ""))
+    st.page_link("pages/compare.py", label="Open Compare", icon="🔍")
+
+front = charts.pareto_front(plotted, x)
+st.markdown(f"**Pareto front** ({tables.EFFICIENCY_AXES[x]}): "
+            + " → ".join(f"{r.variant} ({getattr(r, x):.3g}, mIoU {r.miou:.3f})" for r in front.itertuples()))
+missing = runs[runs[x].isna()]
+if not missing.empty:
+    st.caption(f"Not plotted (no {tables.EFFICIENCY_AXES[x]} recorded): {', '.join(missing['variant'])}")
+
+st.subheader("Training curves")
+labels = tables.run_labels(df[df["dataset"] == dataset])
+default = [rid for rid in runs.sort_values("miou", ascending=False)["run_id"].head(3)]
+chosen = st.multiselect("Runs", list(labels), default=default, format_func=labels.get, key="curve_runs")
+if chosen:
+    frame = tables.epochs_frame({labels[rid]: loaders.epochs(loaders.store_url(), rid) for rid in chosen})
+    if frame.empty:
+        st.info("These runs have no logged epochs yet.")
+    else:
+        st.plotly_chart(charts.curves_figure(frame), width="stretch", key="curves_chart")

@@ -1,0 +1,116 @@
+"""UI pieces several pages share: the store guard, model pickers, the class filter, the legend."""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from dashboard import loaders, tables
+from engine.classes import CATEGORIES, CLASS_CATEGORIES, CLASS_NAMES, NUM_CLASSES, PALETTE
+from engine.store import StoreVersionError
+
+TRAIN_HINT = ("Train and evaluate every variant in a few minutes with `python -m engine demo --no-dashboard` "
+              "(or one with `python -m engine train --variant deeplabv3_r50_adam` then "
+              "`python -m engine evaluate --variant deeplabv3_r50_adam`).")
+
+
+def shown_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: show it as given
+        return url
+
+
+def runs_or_stop() -> pd.DataFrame:
+    """The leaderboard frame of every run; stops the page with a clear message when the store
+    cannot be read or holds no runs."""
+    url = loaders.store_url()
+    try:
+        rows = loaders.leaderboard(url)
+    except (StoreVersionError, SQLAlchemyError, OSError) as e:
+        st.error(f"Cannot read the results store `{shown_url(url)}`: {str(e).splitlines()[0]}\n\n"
+                 "Set `RESULTS_DB` to a SQLAlchemy URL of a results store, e.g. `sqlite:///results.db`.")
+        st.stop()
+    if not rows:
+        st.info(f"The results store `{shown_url(url)}` has no runs yet.\n\n{TRAIN_HINT}")
+        st.stop()
+    return tables.leaderboard_frame(rows)
+
+
+def models_or_stop() -> list[loaders.Model]:
+    """Trained checkpoints in the weights folder; stops the page with the command to train one."""
+    try:
+        models = loaders.available_models(loaders.store_url(), loaders.weights_dir())
+    except (StoreVersionError, SQLAlchemyError, OSError) as e:
+        st.error(f"Cannot read the results store: {str(e).splitlines()[0]}")
+        st.stop()
+    if not models:
+        st.info(f"No trained models in the weights folder `{loaders.weights_dir()}` "
+                f"(set `WEIGHTS_DIR` to use another).\n\n{TRAIN_HINT}")
+        st.stop()
+    return models
+
+
+def pick_model(label: str, models: list[loaders.Model], slot: str, default: int = 0) -> loaders.Model:
+    """A model selectbox whose choice survives page switches (kept in session state under `slot`,
+    which the Trade-offs page also sets when a point is clicked)."""
+    by_variant = {m.variant: m for m in models}
+    key = f"pick_{slot}"
+    if st.session_state.get(key) not in by_variant:
+        remembered = st.session_state.get(slot)
+        st.session_state[key] = remembered if remembered in by_variant else models[min(default, len(models) - 1)].variant
+    variant = st.selectbox(label, list(by_variant), key=key, format_func=lambda v: by_variant[v].label)
+    st.session_state[slot] = variant
+    return by_variant[variant]
+
+
+def _set_classes(key: str, ids: list[int], toggle: bool = False) -> None:
+    current = set(st.session_state.get(key, []))
+    if toggle:
+        chosen = current - set(ids) if set(ids) <= current else current | set(ids)
+    else:
+        chosen = set(ids)
+    st.session_state[key] = sorted(chosen)
+
+
+def class_filter(key: str = "visible_classes") -> list[int]:
+    """The 19 classes as a multiselect, with All / None and one toggle per official category."""
+    if key not in st.session_state:
+        st.session_state[key] = list(range(NUM_CLASSES))
+    with st.container(horizontal=True, gap="small"):
+        st.button("All", key=f"{key}_all", on_click=_set_classes, args=(key, list(range(NUM_CLASSES))))
+        st.button("None", key=f"{key}_none", on_click=_set_classes, args=(key, []))
+        for cat, ids in CATEGORIES.items():
+            st.button(cat, key=f"{key}_{cat}", on_click=_set_classes, args=(key, ids, True),
+                      help=f"show/hide {', '.join(CLASS_NAMES[i] for i in ids)}")
+    return st.multiselect("Classes shown", list(range(NUM_CLASSES)), key=key, format_func=lambda i: CLASS_NAMES[i],
+                          placeholder="no class shown: pick classes or a category")
+
+
+def legend_html(class_ids: list[int], shares: dict[str, list[float]] | None = None) -> str:
+    """Colour chips for the given trainIds; with `shares` (model -> 19 pixel shares) each chip also
+    says how much of the image each model gives that class."""
+    chips = []
+    for c in class_ids:
+        r, g, b = PALETTE[c].tolist()
+        extra = ""
+        if shares:
+            extra = " · ".join(f"{html.escape(m)} {s[c]:.0%}" for m, s in shares.items())
+            extra = f"<span style='opacity:.65;font-size:.8em;margin-left:6px'>{extra}</span>"
+        chips.append(f"<span title='{CLASS_CATEGORIES[c]}' style='display:inline-flex;align-items:center;"
+                     f"margin:2px 10px 2px 0;white-space:nowrap'><span style='width:14px;height:14px;"
+                     f"border-radius:3px;background:rgb({r},{g},{b});display:inline-block;margin-right:5px;"
+                     f"border:1px solid rgba(0,0,0,.25)'></span>{CLASS_NAMES[c]}{extra}</span>")
+    return "<div style='line-height:1.9'>" + "".join(chips) + "</div>"
+
+
+def dataset_picker(df: pd.DataFrame, key: str) -> str:
+    """One dataset at a time (mIoU on synthetic scenes and on Cityscapes are not comparable)."""
+    datasets = sorted(df["dataset"].dropna().unique(), key=lambda d: (d != "cityscapes", d))
+    choice = st.selectbox("Dataset", datasets, key=key) if len(datasets) > 1 else datasets[0]
+    if choice == "synthetic":
+        st.caption("Numbers on the built-in synthetic street scenes, not on Cityscapes.")
+    return choice

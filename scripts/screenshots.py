@@ -1,0 +1,74 @@
+"""Screenshots of every dashboard page, taken in a real headless Chromium.
+
+    python scripts/screenshots.py OUT_DIR [--width 1400]
+
+Uses RESULTS_DB / WEIGHTS_DIR like the app (e.g. the results of `make demo`) and Debian's
+/usr/bin/chromium (or $CHROMIUM). The README's screenshots were taken with it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from dashboard import server  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+PAGES = {"leaderboard": "", "tradeoffs": "tradeoffs", "per_class": "per_class", "compare": "compare",
+         "coverage": "coverage"}
+
+
+def launch(p):
+    return p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), headless=True,
+                             args=CHROMIUM_ARGS)
+
+
+def wait_idle(page, timeout_ms: int = 120_000) -> None:
+    """Until the app has finished its current script run."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)
+    page.wait_for_timeout(300)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+    page.wait_for_timeout(500)
+
+
+def toggle(page, label: str) -> None:
+    page.get_by_text(label, exact=True).click()
+    wait_idle(page)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--width", type=int, default=1400)
+    ap.add_argument("--height", type=int, default=900)
+    ap.add_argument("--full", action="store_true", help="the whole page, not just the first screen")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    with server.running(log_path=a.out / "streamlit.log") as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": a.width, "height": a.height})
+        for name, path in PAGES.items():
+            page.goto(f"{url}/{path}")
+            wait_idle(page)
+            if name == "compare":
+                toggle(page, "Use a sample street scene")
+            if name == "coverage":
+                toggle(page, "Use 4 sample street scenes")
+            if a.full:  # Streamlit scrolls inside its main block: grow the window to the content instead
+                height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+                page.set_viewport_size({"width": a.width, "height": max(a.height, int(height))})
+                wait_idle(page)
+            page.screenshot(path=str(a.out / f"{name}.png"))
+            page.set_viewport_size({"width": a.width, "height": a.height})
+            print(a.out / f"{name}.png")
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Every dashboard page run by Streamlit's AppTest against a real SQLite store and real tiny
+checkpoints trained by the engine (fixture `dashboard_data`)."""
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from dashboard import media, tables
+from engine import video
+from engine.classes import NUM_CLASSES
+from engine.coverage import CSV_COLUMNS
+from engine.data.synthetic import render_scene
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def app(dashboard_data, monkeypatch):
+    """A fresh app session on `page` with the store and weights of `dashboard_data`."""
+    for k, v in dashboard_data.env.items():
+        monkeypatch.setenv(k, v)
+
+    def open_page(page: str, env: dict | None = None) -> AppTest:
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.run()
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+    return open_page
+
+
+def _png(w=160, h=96, seed=0) -> bytes:
+    return media.encode_png(render_scene(np.random.default_rng(seed), w, h)[0])
+
+
+def _texts(at, kind) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def test_leaderboard_lists_every_run_with_failed_runs_marked(app, dashboard_data):
+    at = app("leaderboard")
+    assert at.title[0].value == "Leaderboard"
+    df = at.dataframe[0].value
+    assert set(dashboard_data.variants) | {"hrnetv2_w48_sgd"} == set(df["variant"])
+    failed = df[df["status"] == "failed"].iloc[0]
+    assert "TrainingDiverged" in failed["error"] and np.isnan(failed["miou"])
+    done = df[df["status"] == "completed"]
+    assert done["miou"].between(0, 1).all() and (done["params_m"] > 0).all() and done["latency_ms"].notna().all()
+    assert "TrainingDiverged" in _texts(at, "error")
+    assert {m.label for m in at.metric} >= {"Runs", "Best mIoU", "Fastest", "Smallest"}
+    at.multiselect[2].set_value(["failed"]).run()  # status filter
+    assert list(at.dataframe[0].value["variant"]) == ["hrnetv2_w48_sgd"]
+    at.multiselect[2].set_value(["completed"]).run()
+    assert set(at.dataframe[0].value["variant"]) == set(dashboard_data.variants)
+
+
+def test_empty_and_unreadable_stores_get_a_clear_message(app, tmp_path):
+    at = app("leaderboard", {"RESULTS_DB": f"sqlite:///{tmp_path / 'empty.db'}"})
+    assert "has no runs yet" in _texts(at, "info") and "python -m engine demo" in _texts(at, "info")
+    bad = tmp_path / "notadb.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    for page in ("leaderboard", "tradeoffs", "per_class"):
+        at = app(page, {"RESULTS_DB": f"sqlite:///{bad}"})
+        assert "Cannot read the results store" in _texts(at, "error")
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as c:
+        c.execute("CREATE TABLE meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(255))")
+        c.execute("INSERT INTO meta VALUES ('schema_version', '0')")
+    at = app("tradeoffs", {"RESULTS_DB": f"sqlite:///{old}"})
+    assert "schema version 0" in _texts(at, "error")
+
+
+def test_tradeoffs_plots_every_axis_with_the_pareto_front(app, dashboard_data):
+    at = app("tradeoffs")
+    assert at.title[0].value == "Trade-offs"
+    axis = at.selectbox(key="tradeoff_axis")
+    assert axis.options == list(tables.EFFICIENCY_AXES.values())
+    for x in tables.EFFICIENCY_AXES:
+        axis.set_value(x).run()
+        assert not at.exception
+        assert "Pareto front" in _texts(at, "markdown")
+    at.toggle(key="tradeoff_log").set_value(True).run()
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the scatter and the training curves
+    assert all(v in charts[0].proto.spec for v in dashboard_data.variants)
+    assert '"type":"log"' in charts[0].proto.spec.replace(" ", "")
+    at.multiselect(key="curve_runs").set_value([]).run()
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_per_class_heatmap_and_difference(app, dashboard_data):
+    at = app("per_class")
+    assert at.title[0].value == "Per-class IoU"
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2 and '"type":"heatmap"' in charts[0].proto.spec.replace(" ", "")
+    a, b = at.selectbox(key="perclass_a"), at.selectbox(key="perclass_b")
+    assert a.value != b.value
+    won = {m.label: m.value for m in at.metric}
+    assert int(won["Classes where A is better"]) + int(won["Classes where B is better"]) <= NUM_CLASSES
+    b.set_value(a.value).run()
+    assert "Pick two different runs" in _texts(at, "info") and len(at.get("plotly_chart")) == 1
+
+
+def test_compare_an_image_then_change_the_view_without_rerunning_models(app, dashboard_data):
+    at = app("compare")
+    assert at.title[0].value == "Compare two models"
+    assert {at.selectbox(key="pick_compare_a").value, at.selectbox(key="pick_compare_b").value} == set(
+        dashboard_data.variants)
+    at.file_uploader(key="compare_upload").set_value(("street.jpg", _jpeg(203, 117), "image/jpeg")).run()
+    assert not at.exception and not at.error
+    images = at.get("image")
+    assert len(images) == 2 and all("203x117 · inference" in e.captions[0] for e in images)
+    assert at.session_state["inference_calls"] == 2
+    shown = [e.value for e in images]
+    at.slider(key="alpha").set_value(0.9).run()
+    at.radio(key="view_mode").set_value("mask").run()
+    at.button(key="visible_classes_none").click().run()
+    assert at.multiselect(key="visible_classes").value == []
+    at.button(key="visible_classes_vehicle").click().run()
+    assert at.multiselect(key="visible_classes").value == [13, 14, 15, 16, 17, 18]
+    at.radio(key="view_mode").set_value("disagreement").run()
+    assert at.session_state["inference_calls"] == 2  # views re-drawn from the kept predictions
+    assert [e.value for e in at.get("image")] != shown
+    assert {m.label for m in at.metric} >= {"Inference A", "Inference B", "Pixels where A and B agree"}
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["A as PNG", "B as PNG", "Side by side", "A label map", "B label map"]
+    # the same model on both sides: one more model run at most, and 100 % agreement
+    at.selectbox(key="pick_compare_b").set_value(at.selectbox(key="pick_compare_a").value).run()
+    assert at.session_state["inference_calls"] == 2
+    assert {m.label: m.value for m in at.metric}["Pixels where A and B agree"] == "100.0%"
+
+
+def _jpeg(w, h) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(render_scene(np.random.default_rng(1), w, h)[0]).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_compare_bad_uploads_get_a_message_and_the_page_keeps_working(app):
+    at = app("compare")
+    def upload(name, data, mime):
+        at.file_uploader(key="compare_upload").set_value((name, data, mime)).run()
+
+    upload("broken.png", b"\x89PNG\r\n\x1a\n" + bytes(200), "image/png")
+    assert "broken.png: unreadable or corrupt image" in _texts(at, "error") and not at.exception
+    upload("clip.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(100), "video/mp4")
+    assert "clip.mp4: not a readable video" in _texts(at, "error") and not at.exception
+    upload("street.png", _png(), "image/png")
+    assert not at.error and len(at.get("image")) == 2
+
+
+def test_compare_without_trained_models_says_how_to_train(app, tmp_path):
+    at = app("compare", {"WEIGHTS_DIR": str(tmp_path / "no-weights")})
+    assert "No trained models" in _texts(at, "info") and "python -m engine train" in _texts(at, "info")
+    at = app("coverage", {"WEIGHTS_DIR": str(tmp_path / "no-weights")})
+    assert "No trained models" in _texts(at, "info")
+
+
+def test_compare_a_video_frame_by_frame(app, tmp_path):
+    frames = [render_scene(np.random.default_rng(k), 96, 48)[0] for k in range(5)]
+    clip = tmp_path / "drive.mp4"
+    video.write_video(clip, frames, fps=5)
+    at = app("compare")
+    at.file_uploader(key="compare_upload").set_value(("drive.mp4", clip.read_bytes(), "video/mp4")).run()
+    assert "96x48" in _texts(at, "caption") and "Process video" in [b.label for b in at.button]
+    at.number_input(key="video_frames").set_value(4).run()
+    at.button(key="process_video").click().run()
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric}["Frames processed"] == "4"
+    assert len(at.get("video")) == 1 and len(at.get("image")) == 2
+    first = [e.value for e in at.get("image")]
+    at.slider(key="video_frame").set_value(3).run()
+    assert [e.value for e in at.get("image")] != first
+    at.slider(key="alpha").set_value(0.2).run()
+    assert "drawn with other view settings" in _texts(at, "caption")
+    at.button(key="reencode").click().run()
+    assert "drawn with other view settings" not in _texts(at, "caption")
+    assert [b.proto.label for b in at.get("download_button")] == [
+        f"A: {at.selectbox(key='pick_compare_a').value} (MP4)", f"B: {at.selectbox(key='pick_compare_b').value} (MP4)",
+        "Side by side (MP4)"]
+
+
+def test_coverage_of_images_and_a_zip_exports_the_tidy_csv(app, dashboard_data):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("more/c.png", _png(seed=3))
+        z.writestr("more/readme.txt", "not an image")
+    at = app("coverage")
+    assert at.title[0].value == "Class coverage"
+    model = at.selectbox(key="pick_coverage_model").value
+    at.file_uploader(key="coverage_upload").set_value([
+        ("a.png", _png(seed=1), "image/png"), ("b.webp", _webp(), "image/webp"),
+        ("scenes.zip", buf.getvalue(), "application/zip"), ("bad.bmp", b"BM" + bytes(40), "image/bmp")]).run()
+    assert not at.exception
+    warnings = _texts(at, "warning")
+    assert "readme.txt" in warnings and "bad.bmp: unreadable or corrupt" in warnings
+    summary = at.dataframe[0].value
+    assert list(summary["source"]) == ["a.png", "b.webp", "scenes.zip/more/c.png"]
+    assert (summary["model"] == model).all()
+    share_cols = [c for c in summary.columns if c.startswith("share_")]
+    assert np.allclose(summary[share_cols].sum(axis=1), 1.0)
+    tidy = at.dataframe[1].value
+    assert tuple(tidy.columns) == CSV_COLUMNS and len(tidy) == 3 * NUM_CLASSES
+    assert [m.label for m in at.metric][:2] == ["Flat", "Construction"]
+    assert [b.proto.label for b in at.get("download_button")] == [
+        "Coverage CSV (tidy)", "Per-image summary CSV", "All images together CSV"]
+    rows = list(csv.DictReader(io.StringIO(tidy.to_csv(index=False))))
+    assert sum(float(r["share"]) for r in rows if r["source"] == "a.png") == pytest.approx(1.0)
+
+
+def _webp() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(render_scene(np.random.default_rng(2), 128, 64)[0]).save(buf, format="WEBP")
+    return buf.getvalue()

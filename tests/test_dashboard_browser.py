@@ -1,0 +1,245 @@
+"""The dashboard end to end: a real `streamlit run` server, driven by a real headless Chromium.
+
+One server and one browser for the whole module, on the store and weights of `dashboard_data`
+(two trained and evaluated models and one failed run). Every page must render its title without
+an exception or an error box; then
+the things a user does: read the leaderboard, pick a model on the Trade-offs chart, compare two
+models on an uploaded image (and on a corrupt one), and export class coverage as CSV.
+
+Needs Debian's /usr/bin/chromium (or $CHROMIUM); Playwright never downloads a browser here.
+Screenshots of every page land in the test's temporary folder (their paths are printed with -s).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dashboard import server
+from engine.coverage import CSV_COLUMNS
+from engine.classes import NUM_CLASSES
+from engine.data.synthetic import render_scene
+from scripts.screenshots import PAGES, launch, wait_idle
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
+    if os.environ.get("CI"):  # CI installs it (scripts/install-chromium.sh): its absence is a failure there
+        pytest.fail(f"no Chromium at {CHROMIUM} on CI", pytrace=False)
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set $CHROMIUM): "
+                "the browser tests never download a browser", allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+TITLES = {"leaderboard": "Leaderboard", "tradeoffs": "Trade-offs", "per_class": "Per-class IoU",
+          "compare": "Compare two models", "coverage": "Class coverage"}
+WIDTH, HEIGHT = 1400, 900
+TIMEOUT_MS = 120_000  # a first model load on 2 busy CPU cores can be slow
+UPLOADER = "[data-testid='stFileUploader'] input[type=file]"
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dashboard_browser")
+
+
+@pytest.fixture(scope="module")
+def app(dashboard_data, out_dir):
+    """(base URL, browser, server log path): one dashboard server and one Chromium for the module."""
+    env = dashboard_data.env
+    log = out_dir / "streamlit.log"
+    with server.running(env, log_path=log) as url, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            yield url, browser, log
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(app) -> Page:
+    """A fresh browser session (its own Streamlit session state) per test."""
+    url, browser, _ = app
+    context = browser.new_context(base_url=url, viewport={"width": WIDTH, "height": HEIGHT}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
+
+
+# ---------------------------------------------------------------- helpers
+
+def open_page(page: Page, name: str) -> None:
+    page.goto(f"/{PAGES[name]}")
+    wait_idle(page)
+    expect(page.locator("h1").first).to_have_text(TITLES[name])
+
+
+FAILED_RUN = "TrainingDiverged"  # dashboard_data's failed run: the Leaderboard rightly shows its error
+
+
+def assert_healthy(page: Page) -> None:
+    """No Streamlit exception box and no error alert anywhere on the page (but the failed run's)."""
+    exceptions = page.locator("[data-testid='stException']")
+    assert exceptions.count() == 0, exceptions.all_inner_texts()
+    errors = [t for t in page.locator("[data-testid='stAlertContentError']").all_inner_texts() if FAILED_RUN not in t]
+    assert not errors, errors
+
+
+def screenshot(page: Page, path: Path) -> Path:
+    """The whole page: Streamlit scrolls inside stMain, so the window grows to the content first."""
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": WIDTH, "height": max(HEIGHT, int(height))})
+    wait_idle(page)
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+    print(f"screenshot: {path}")
+    return path
+
+
+def rerun_after(page: Page, ready) -> None:
+    """Wait until `ready` (a locator) shows, then until the script run that drew it has finished."""
+    expect(ready).to_be_visible(timeout=TIMEOUT_MS)
+    wait_idle(page)
+
+
+def download(page: Page, button: str, path: Path) -> Path:
+    with page.expect_download(timeout=TIMEOUT_MS) as info:
+        page.get_by_role("button", name=button, exact=True).click()
+    info.value.save_as(path)
+    return path
+
+
+def scene_png(path: Path, width: int, height: int, seed: int) -> Path:
+    rgb, _, _ = render_scene(np.random.default_rng(seed), width, height)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_renders_without_errors(page, name, out_dir):
+    open_page(page, name)
+    assert_healthy(page)
+    assert screenshot(page, out_dir / f"{name}.png").stat().st_size > 10_000
+    assert_healthy(page)  # also after the re-layout at the full height
+
+
+def test_leaderboard_shows_the_evaluated_runs_and_the_failed_one(page, dashboard_data):
+    open_page(page, "leaderboard")
+    miou = max(r["mIoU"] for r in dashboard_data.results.values())
+    best = page.locator("[data-testid='stMetric']").filter(has_text="Best mIoU")
+    expect(best.locator("[data-testid='stMetricValue']")).to_have_text(f"{miou:.3f}")
+    # the grid draws on a canvas; its accessible table holds the visible cells' text
+    cells = page.locator("[data-testid='stDataFrame'] [role='gridcell']")
+    for variant in (*dashboard_data.variants, "hrnetv2_w48_sgd"):
+        expect(cells.filter(has_text=re.compile(rf"^{re.escape(variant)}$"))).to_have_count(1)
+    expect(page.locator("[data-testid='stAlertContentError']")).to_contain_text("hrnetv2_w48_sgd")
+    expect(page.get_by_text("built-in synthetic street scenes, not on Cityscapes")).to_be_visible()
+    assert_healthy(page)
+
+
+def test_tradeoffs_click_selects_a_model_for_compare(page, dashboard_data):
+    open_page(page, "tradeoffs")
+    chart = page.locator("[data-testid='stPlotlyChart']").first
+    point = chart.locator(".scatterlayer path.point").first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)  # plotly picks the point under the mouse on its drag layer
+    page.mouse.click(x, y)
+    message = page.locator("[data-testid='stAlertContentSuccess']")
+    rerun_after(page, message)
+    expect(message).to_have_text(re.compile(
+        "^Selected for Compare: model A = (" + "|".join(map(re.escape, dashboard_data.variants)) + ")$"))
+    expect(page.get_by_role("link", name=re.compile("Open Compare"))).to_be_visible()
+    assert_healthy(page)
+
+
+def test_compare_an_uploaded_image_and_a_corrupt_one(page, dashboard_data, tmp_path, out_dir):
+    best, second = sorted(dashboard_data.variants, key=lambda v: -dashboard_data.results[v]["mIoU"])
+    open_page(page, "compare")
+    images = page.locator("[data-testid='stImage'] img")
+    expect(images).to_have_count(0)
+
+    page.locator(UPLOADER).set_input_files(str(scene_png(tmp_path / "street.png", 320, 160, seed=0)))
+    expect(images).to_have_count(2, timeout=TIMEOUT_MS)
+    wait_idle(page)
+    assert_healthy(page)
+    for k in range(2):  # decoded, and at the upload's own resolution
+        size = images.nth(k).evaluate("img => img.complete ? [img.naturalWidth, img.naturalHeight] : null")
+        assert size == [320, 160], size
+    captions = page.locator("[data-testid='stImageCaption']")
+    expect(captions).to_have_count(2)
+    for text in captions.all_inner_texts():
+        assert re.fullmatch(r"320x160 · inference \d+ ms on (cpu|cuda|mps)", text.strip()), text
+    expect(page.get_by_text(f"A · {best}", exact=True)).to_be_visible()  # best mIoU first
+    expect(page.get_by_text(f"B · {second}", exact=True)).to_be_visible()
+    agree = page.locator("[data-testid='stMetric']").filter(has_text="Pixels where A and B agree")
+    expect(agree.locator("[data-testid='stMetricValue']")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"))
+    expect(page.get_by_text("Legend", exact=True)).to_be_visible()
+    screenshot(page, out_dir / "compare_image.png")
+
+    png = download(page, "A as PNG", tmp_path / "a.png")
+    with Image.open(png) as img:
+        assert (img.format, img.mode, img.size) == ("PNG", "RGB", (320, 160))
+
+    # the class filter re-draws from the kept predictions: no class shown, no legend chip
+    page.get_by_role("button", name="None", exact=True).click()
+    rerun_after(page, page.get_by_text("no shown class in these predictions"))
+    expect(images).to_have_count(2)
+    assert_healthy(page)
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    page.locator(UPLOADER).set_input_files(str(broken))
+    error = page.locator("[data-testid='stAlertContentError']")
+    rerun_after(page, error)
+    expect(error).to_contain_text("broken.png: unreadable or corrupt image")
+    expect(images).to_have_count(0)
+    expect(page.locator("h1").first).to_have_text(TITLES["compare"])
+    assert page.locator("[data-testid='stException']").count() == 0
+    screenshot(page, out_dir / "compare_corrupt.png")
+
+    # and the page goes on working: removing the broken file brings back the invitation to upload
+    page.locator("[data-testid='stFileChipDeleteBtn'] button").click()
+    rerun_after(page, page.get_by_text("Upload an image or a video, or switch on the sample street scene."))
+    assert_healthy(page)
+
+
+def test_coverage_of_two_uploads_exports_a_tidy_csv(page, dashboard_data, tmp_path, out_dir):
+    open_page(page, "coverage")
+    sizes = {"first.png": (320, 160), "second.png": (200, 120)}
+    files = [str(scene_png(tmp_path / name, w, h, seed=k)) for k, (name, (w, h)) in enumerate(sizes.items())]
+    page.locator(UPLOADER).set_input_files(files)
+    rerun_after(page, page.get_by_role("button", name="Coverage CSV (tidy)", exact=True))
+    assert_healthy(page)
+    expect(page.get_by_role("heading", name="All 2 images together")).to_be_visible()
+    screenshot(page, out_dir / "coverage_two_images.png")
+
+    path = download(page, "Coverage CSV (tidy)", tmp_path / "coverage.csv")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        rows = list(reader)
+    assert len(rows) == len(sizes) * NUM_CLASSES
+    best = max(dashboard_data.variants, key=lambda v: dashboard_data.results[v]["mIoU"])
+    assert {r["model"] for r in rows} == {best}  # the default model: the best mIoU
+    for source, (w, h) in sizes.items():
+        mine = [r for r in rows if r["source"] == source]
+        assert sorted(int(r["class_id"]) for r in mine) == list(range(NUM_CLASSES))
+        assert sum(int(r["pixels"]) for r in mine) == w * h
+        assert sum(float(r["share"]) for r in mine) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_server_logged_no_traceback(app):
+    """Runs last: nothing above made the server log an exception."""
+    log = app[2].read_text(errors="replace")
+    assert "Traceback" not in log, log[-5000:]
