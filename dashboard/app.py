@@ -17,11 +17,11 @@ from dashboard import loaders, widgets  # noqa: E402
 st.set_page_config(page_title="segbench: segmentation models compared", page_icon=":material/location_city:", layout="wide")
 
 PAGES = [
-    st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", default=True),
-    st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
-    st.Page("pages/per_class.py", title="Per-class", icon=":material/grid_on:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/coverage.py", title="Coverage", icon=":material/pie_chart:"),
+    st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", default=True),
+    st.Page("views/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+    st.Page("views/per_class.py", title="Per-class", icon=":material/grid_on:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("views/coverage.py", title="Coverage", icon=":material/pie_chart:"),
 ]
 page = st.navigation(PAGES)
 

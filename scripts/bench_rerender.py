@@ -48,7 +48,7 @@ def main() -> None:
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
     at.run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     at.file_uploader(key="compare_upload").set_value(("bench.png", media.encode_png(image), "image/png")).run()
     if at.exception or at.error or "inference_calls" not in at.session_state:
         sys.exit(f"the Compare page did not show two predictions: {[e.value for e in (*at.exception, *at.error)]}"

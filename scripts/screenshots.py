@@ -48,12 +48,14 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--full", action="store_true", help="the whole page, not just the first screen")
+    ap.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     with server.running(log_path=a.out / "streamlit.log") as url, sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": a.width, "height": a.height})
-        for name, path in PAGES.items():
+        for name in a.pages:
+            path = PAGES[name]
             page.goto(f"{url}/{path}")
             wait_idle(page)
             if name == "compare":

@@ -33,7 +33,7 @@ def app(dashboard_data, monkeypatch):
             monkeypatch.setenv(k, v)
         at = AppTest.from_file(APP, default_timeout=180)
         at.run()
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception, [e.value for e in at.exception]
         return at
     return open_page

@@ -124,9 +124,16 @@ def scene_png(path: Path, width: int, height: int, seed: int) -> Path:
 
 # ---------------------------------------------------------------- tests
 
-@pytest.mark.parametrize("name", list(PAGES))
+# Reversed, so that the server's very first request is a page's own URL rather than the root: a
+# `pages/` folder next to app.py would then run that page as a bare script outside the navigation.
+@pytest.mark.parametrize("name", list(PAGES)[::-1])
 def test_every_page_renders_without_errors(page, name, out_dir):
     open_page(page, name)
+    # reached by its own URL, a page still runs inside the app's navigation (not as a bare script)
+    nav = page.locator("[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']")
+    expect(nav).to_have_text([re.compile(f"{t}$") for t in ("Leaderboard", "Trade-offs", "Per-class", "Compare",
+                                                            "Coverage")])  # after the icon's ligature name
+    expect(page.locator("[data-testid='stSidebarUserContent'] h3")).to_have_text(re.compile("segbench$"))
     assert_healthy(page)
     assert screenshot(page, out_dir / f"{name}.png").stat().st_size > 10_000
     assert_healthy(page)  # also after the re-layout at the full height

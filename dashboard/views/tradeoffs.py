@@ -37,7 +37,7 @@ if picked:
         st.session_state.pop("pick_compare_b", None)
     st.success(f"Selected for Compare: model A = **{variants[0]}**"
                + (f", model B = **{variants[1]}**" if len(variants) > 1 else ""))
-    st.page_link("pages/compare.py", label="Open Compare", icon="🔍")
+    st.page_link("views/compare.py", label="Open Compare", icon=":material/compare:")
 
 front = charts.pareto_front(plotted, x)
 st.markdown(f"**Pareto front** ({tables.EFFICIENCY_AXES[x]}): "
