@@ -40,6 +40,16 @@ def runs_or_stop() -> pd.DataFrame:
     return tables.leaderboard_frame(rows)
 
 
+def evaluated_runs_or_stop() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every run, the completed and evaluated ones); stops the page when none is evaluated yet."""
+    df = runs_or_stop()
+    done = tables.evaluated(df)
+    if done.empty:
+        st.info(f"No completed and evaluated run yet.\n\n{TRAIN_HINT}")
+        st.stop()
+    return df, done
+
+
 def models_or_stop() -> list[loaders.Model]:
     """Trained checkpoints in the weights folder; stops the page with the command to train one."""
     try:

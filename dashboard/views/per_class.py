@@ -7,11 +7,7 @@ st.title("Per-class IoU")
 st.caption("IoU of each of the 19 Cityscapes classes on the validation split (latest evaluation of each run). "
            "A blank cell: the class does not occur in the evaluated images.")
 
-df = widgets.runs_or_stop()
-done = tables.evaluated(df)
-if done.empty:
-    st.info(f"No completed and evaluated run yet.\n\n{widgets.TRAIN_HINT}")
-    st.stop()
+_, done = widgets.evaluated_runs_or_stop()
 dataset = widgets.dataset_picker(done, key="perclass_dataset")
 runs = done[done["dataset"] == dataset]
 labels = tables.run_labels(runs)

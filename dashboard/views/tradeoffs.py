@@ -7,11 +7,7 @@ st.title("Trade-offs")
 st.caption("Accuracy against cost. A run is on the Pareto front when no other run is both cheaper on this axis "
            "and more accurate. Click a point to pick that model for the Compare page.")
 
-df = widgets.runs_or_stop()
-done = tables.evaluated(df)
-if done.empty:
-    st.info(f"No completed and evaluated run yet.\n\n{widgets.TRAIN_HINT}")
-    st.stop()
+df, done = widgets.evaluated_runs_or_stop()
 
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
