@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from dashboard import server
+from engine import video
 from engine.coverage import CSV_COLUMNS
 from engine.classes import NUM_CLASSES
 from engine.data.synthetic import render_scene
@@ -168,6 +169,16 @@ def test_tradeoffs_click_selects_a_model_for_compare(page, dashboard_data):
         "^Selected for Compare: model A = (" + "|".join(map(re.escape, dashboard_data.variants)) + ")$"))
     expect(page.get_by_role("link", name=re.compile("Open Compare"))).to_be_visible()
     assert_healthy(page)
+    # shift-click adds a second point: model B
+    other = chart.locator(".scatterlayer path.point").nth(1)
+    box = other.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.keyboard.down("Shift")
+    page.mouse.click(x, y)
+    page.keyboard.up("Shift")
+    expect(message).to_have_text(re.compile(r"model A = \w+, model B = \w+$"), timeout=TIMEOUT_MS)
+    assert set(re.findall(r"= (\w+)", message.inner_text())) == set(dashboard_data.variants)
 
 
 def test_compare_an_uploaded_image_and_a_corrupt_one(page, dashboard_data, tmp_path, out_dir):
@@ -219,6 +230,28 @@ def test_compare_an_uploaded_image_and_a_corrupt_one(page, dashboard_data, tmp_p
     page.locator("[data-testid='stFileChipDeleteBtn'] button").click()
     rerun_after(page, page.get_by_text("Upload an image or a video, or switch on the sample street scene."))
     assert_healthy(page)
+
+
+def test_compare_a_video_plays_in_the_browser(page, tmp_path, out_dir):
+    """The processed side-by-side MP4 (H.264) decodes in Chromium's own <video> element."""
+    frames = [render_scene(np.random.default_rng(k), 160, 80)[0] for k in range(6)]
+    clip = tmp_path / "drive.mp4"
+    video.write_video(clip, frames, fps=6)
+    open_page(page, "compare")
+    page.locator(UPLOADER).set_input_files(str(clip))
+    rerun_after(page, page.get_by_role("button", name="Process video"))
+    page.get_by_role("button", name="Process video").click()
+    player = page.locator("[data-testid='stVideo']")
+    rerun_after(page, player)
+    assert_healthy(page)
+    state = player.evaluate("""v => new Promise(done => {
+        const report = () => done({ready: v.readyState, width: v.videoWidth, height: v.videoHeight,
+                                   duration: v.duration, error: v.error && v.error.code});
+        if (v.readyState >= 1 || v.error) report(); else { v.onloadedmetadata = report; v.onerror = report; }
+    })""")
+    assert state["error"] is None and state["ready"] >= 1, state
+    assert (state["width"], state["height"]) == (2 * 160 + 8, 80) and state["duration"] == pytest.approx(1.0, abs=0.2)
+    screenshot(page, out_dir / "compare_video.png")
 
 
 def test_coverage_of_two_uploads_exports_a_tidy_csv(page, dashboard_data, tmp_path, out_dir):

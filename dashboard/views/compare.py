@@ -189,8 +189,7 @@ if result.view != (mode, alpha, tuple(visible)):
         st.rerun()
 st.video(result.videos["side_by_side"].read_bytes(), format="video/mp4")
 stem = Path(upload.name).stem
-d = st.columns(3)
-for col, (name, label) in zip(d, (("a", f"A: {model_a.variant}"), ("b", f"B: {model_b.variant}"),
-                                  ("side_by_side", "Side by side"))):
-    col.download_button(f"{label} (MP4)", result.videos[name].read_bytes(), f"{stem}_{name}.mp4", "video/mp4",
+row = st.container(horizontal=True, gap="small")
+for name, label in (("a", f"A: {model_a.variant}"), ("b", f"B: {model_b.variant}"), ("side_by_side", "Side by side")):
+    row.download_button(f"{label} (MP4)", result.videos[name].read_bytes(), f"{stem}_{name}.mp4", "video/mp4",
                         key=f"dl_video_{name}", on_click="ignore")
