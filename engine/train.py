@@ -4,6 +4,18 @@ Per epoch: train, validate on the val split (same metric code as `evaluate`), wr
 the store, save `last.pt` (with optimizer/scheduler state, for --resume) and `best.pt` (weights
 only, what evaluation and inference use). A run that raises is recorded as failed, Ctrl-C as
 interrupted; nothing is lost.
+
+Speed, without changing what is computed:
+- data: with `data.cache` the dataset is decoded and resized once, before training, and only the
+  random augmentation runs per sample (same tensors as reading from disk); the loader pins memory
+  on CUDA, prefetches, and keeps its workers alive across epochs (reseeded every epoch exactly as
+  fresh workers would be, so --resume stays exact with workers too);
+- no host synchronisation per step: the loss is summed on the device; every LOSS_READ_EVERY steps a
+  non-blocking copy of the sum goes to the host, and the progress bar and the divergence check read
+  the latest copy the device has finished (so on CUDA they lag by a few steps); the epoch's mean is
+  read (one synchronisation) at the end of the epoch and checked again there;
+- CUDA only: bf16 autocast, channels_last model and inputs, cudnn.benchmark, and `torch.compile`
+  when the recipe's `schedule.compile` is true. On CPU: fp32, default memory format, no compile.
 """
 from __future__ import annotations
 
@@ -16,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, get_worker_info
 from tqdm import tqdm
 
 from engine import checkpoints, evaluate
@@ -28,6 +40,10 @@ from engine.profiling import device_name
 from engine.losses import SegmentationLoss
 from engine.models import BACKBONES, build_model
 from engine.store import Store
+
+
+LOSS_READ_EVERY = 10  # steps between (non-blocking) reads of the running loss (and after step 1):
+                     # the progress bar and the divergence check
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,6 +76,149 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+class EpochSeededBatches(torch.utils.data.Sampler):
+    """Shuffled batches of (epoch seed, index) pairs, for `SeededDataset`.
+
+    Each pass first draws an epoch seed from `generator`, then the permutation: the same draws, in
+    the same order, that a `DataLoader(shuffle=True, generator=generator)` iterator makes (its
+    workers' base seed, then the permutation). With workers=0 the batches and the augmentation are
+    therefore those of that plain loader; with (persistent) workers each worker reseeds itself at
+    each pass as a freshly started worker would be seeded, so an epoch's augmentation depends only
+    on the generator's state, which a checkpoint restores. `num_samples` > dataset size gives
+    several permutations back to back in one pass (for throughput measurement)."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = True,
+                 num_samples: int | None = None):
+        self.generator = generator
+        self.batches = BatchSampler(RandomSampler(range(n), generator=generator, num_samples=num_samples),
+                                    batch_size, drop_last)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
+        for batch in self.batches:
+            yield [(seed, i) for i in batch]
+
+
+class SeededDataset(Dataset):
+    """`dataset[index]` for (epoch seed, index) keys; in a DataLoader worker, the first key of a new
+    epoch seed reseeds torch/numpy/random with seed + worker id (what DataLoader does for a new worker)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self._seed = dataset, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        seed, index = key
+        info = get_worker_info()
+        if info is not None and seed != self._seed:
+            torch.manual_seed(seed + info.id)
+            _seed_worker(info.id)
+            self._seed = seed
+        return self.dataset[index]
+
+
+def build_datasets(recipe: Recipe, data_root=None) -> tuple[CityscapesDataset, CityscapesDataset]:
+    """The train and val datasets of a recipe (caches, when asked for, are built by `build_cache`)."""
+    data = recipe.data
+    train_set = CityscapesDataset(data_root, "train", TrainTransform(data.size, data.augment), cache=data.cache)
+    val_set = CityscapesDataset(data_root, "val", EvalTransform(recipe.eval_size), cache=data.cache)
+    return train_set, val_set
+
+
+def build_train_loader(train_set: Dataset, recipe: Recipe, dev: torch.device, generator: torch.Generator, *,
+                       num_samples: int | None = None) -> DataLoader:
+    """Shuffled, drop_last batches; pinned memory on CUDA; workers kept alive and prefetching."""
+    workers = recipe.data.workers
+    batches = EpochSeededBatches(len(train_set), min(recipe.data.batch_size, len(train_set)), generator,
+                                 num_samples=num_samples)
+    # the loader's own base seed comes from a generator of its own: the training generator and the
+    # global RNG see only the draws listed in EpochSeededBatches
+    return DataLoader(SeededDataset(train_set), batch_sampler=batches, num_workers=workers,
+                      pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None, worker_init_fn=_seed_worker,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def build_val_loader(val_set: Dataset, recipe: Recipe, dev: torch.device) -> DataLoader:
+    workers = recipe.data.workers
+    # with workers, a generator of its own (persistent workers draw their base seed once: from the
+    # global RNG that would differ between a resumed and an uninterrupted run); without, as before
+    return DataLoader(val_set, batch_size=1, collate_fn=eval_collate, num_workers=workers,
+                      pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
+                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(0) if workers > 0 else None)
+
+
+def build_model_for(recipe: Recipe, dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(model, forward): the model on `dev` (channels_last on CUDA) and what training calls: the
+    same module, or its torch.compile wrapper when `schedule.compile` is set and `dev` is CUDA.
+    Checkpoints and validation use `model` (state dict keys without the compile prefix)."""
+    model = build_model(recipe.model.arch, dropout=recipe.model.dropout, aux_loss=recipe.model.aux_loss,
+                        pretrained_backbone=recipe.model.pretrained_backbone).to(dev)
+    if dev.type != "cuda":
+        return model, model
+    model = model.to(memory_format=torch.channels_last)
+    return model, torch.compile(model) if recipe.schedule.compile else model
+
+
+def train_step(forward: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, loss_fn, optimizer,
+               scheduler, dev: torch.device) -> torch.Tensor:
+    """One optimizer step on a CPU batch; returns the loss (on the device, not read)."""
+    images = images.to(dev, non_blocking=True)
+    targets = targets.to(dev, non_blocking=True)
+    if dev.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(dev):
+        loss = loss_fn(forward(images), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+class LossMeter:
+    """An epoch's summed loss, kept on the device: `add` never waits for the device. `poll()` starts
+    a copy of the sum to the host (non-blocking on CUDA: pinned buffer + event) unless one is in
+    flight, and returns (mean, steps) of the latest copy the device has finished, or None. On the
+    CPU there is nothing to wait for: it returns the current mean."""
+
+    def __init__(self, dev: torch.device):
+        self.dev, self.sum, self.steps = dev, torch.zeros((), device=dev), 0
+        self.latest: tuple[float, int] | None = None
+        self._host = torch.zeros((), pin_memory=True) if dev.type == "cuda" else None
+        self._event, self._pending = None, 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.sum += loss.detach()
+        self.steps += 1
+
+    def poll(self) -> tuple[float, int] | None:
+        if self._host is None:
+            self.latest = (self.sum.item() / max(self.steps, 1), self.steps)
+            return self.latest
+        if self._event is not None and self._event.query():
+            self.latest, self._event = (self._host.item() / max(self._pending, 1), self._pending), None
+        if self._event is None:
+            self._host.copy_(self.sum, non_blocking=True)
+            self._event, self._pending = torch.cuda.Event(), self.steps
+            self._event.record(torch.cuda.current_stream(self.dev))
+        return self.latest
+
+    def mean(self) -> float:
+        """The epoch's mean loss: one synchronisation."""
+        return (self.sum / max(self.steps, 1)).item()
+
+
+def _diverged(loss: float, epoch: int, iteration: int) -> TrainingDiverged:
+    return TrainingDiverged(f"training loss became {loss} in epoch {epoch + 1} (by iteration {iteration}); "
+                            f"lower the learning rate")
+
+
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     cfg = recipe.schedule.optimizer
     params = [p for p in model.parameters() if p.requires_grad]
@@ -85,20 +244,16 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
     dev = select_device(device)
     generator = seed_everything(recipe.schedule.seed)
     data, sched = recipe.data, recipe.schedule
-    train_set = CityscapesDataset(data_root, "train", TrainTransform(data.size, data.augment))
-    val_set = CityscapesDataset(data_root, "val", EvalTransform(recipe.eval_size))
+    train_set, val_set = build_datasets(recipe, data_root)
     batch_size = min(data.batch_size, len(train_set))
-    loader_kw = dict(num_workers=data.workers, pin_memory=dev.type == "cuda", persistent_workers=data.workers > 0,
-                     worker_init_fn=_seed_worker)
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, **loader_kw)
-    val_loader = DataLoader(val_set, batch_size=1, collate_fn=eval_collate, **loader_kw)
+    train_loader = build_train_loader(train_set, recipe, dev, generator)
+    val_loader = build_val_loader(val_set, recipe, dev)
     iters_per_epoch = len(train_loader)
     max_iters = sched.max_iters or math.inf
 
-    model = build_model(recipe.model.arch, dropout=recipe.model.dropout, aux_loss=recipe.model.aux_loss,
-                        pretrained_backbone=recipe.model.pretrained_backbone).to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model, forward = build_model_for(recipe, dev)
+    if sched.compile and dev.type != "cuda" and progress:
+        print("schedule.compile: torch.compile is used on CUDA only; training on the CPU without it")
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, iters_per_epoch)
     loss_fn = SegmentationLoss(sched.loss, recipe.model.aux_weight)
@@ -114,6 +269,8 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if dev.type == "cuda" and "cuda" in ckpt["rng"]:  # dropout on CUDA draws from the device's generator
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), dev)
         generator.set_state(ckpt["rng"]["loader"].cpu())
         start_epoch, iteration = ckpt["epoch"] + 1, ckpt["iteration"]
         best_miou, run_uid, elapsed = ckpt["best_miou"], ckpt["run_uid"], ckpt["elapsed_seconds"]
@@ -138,53 +295,58 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         if best_state is not None and best_written is not best_state:
             checkpoints.save(best_path, best_state, **common, **best_info)
             best_written = best_state
+        rng = {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+        if dev.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(dev)
         checkpoints.save(last_path, model.state_dict(), **common, epoch=epoch, iteration=iteration,
                          metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")}, extra={
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "rng": {"torch": torch.get_rng_state(), "loader": generator.get_state()},
-                             "best_miou": best_miou, "elapsed_seconds": time.perf_counter() - t_start})
+                             "rng": rng, "best_miou": best_miou, "elapsed_seconds": time.perf_counter() - t_start})
 
     epoch = start_epoch - 1
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+        if data.cache and start_epoch < sched.epochs and iteration < max_iters:
+            t_cache = time.perf_counter()
+            for ds in (train_set, val_set):  # here, before the loaders start (fork) their workers
+                ds.build_cache(workers=data.workers)
+            if progress:
+                print(f"cached {len(train_set)} train + {len(val_set)} val images in memory "
+                      f"({(train_set.cache_bytes + val_set.cache_bytes) / 1e6:.0f} MB, "
+                      f"{time.perf_counter() - t_cache:.1f}s)", flush=True)
         for epoch in range(start_epoch, sched.epochs):
             if iteration >= max_iters:
                 break
             model.train()
-            t0, loss_sum, steps = time.perf_counter(), torch.zeros((), device=dev), 0
+            t0, meter, iter0 = time.perf_counter(), LossMeter(dev), iteration
             bar = tqdm(train_loader, desc=f"{recipe.name} epoch {epoch + 1}/{sched.epochs}", disable=not progress,
                        leave=False, dynamic_ncols=True)
             for images, targets in bar:
-                images = images.to(dev, non_blocking=True)
-                targets = targets.to(dev, non_blocking=True)
-                if dev.type == "cuda":
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast(dev):
-                    loss = loss_fn(model(images), targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.detach()
-                steps += 1
+                meter.add(train_step(forward, images, targets, loss_fn, optimizer, scheduler, dev))
                 iteration += 1
                 images_seen += images.shape[0]
-                if steps % 10 == 0 or steps == 1:  # a host sync only every 10 steps, for the progress bar
-                    bar.set_postfix(loss=f"{(loss_sum / steps).item():.3f}",
-                                    img_s=f"{steps * batch_size / (time.perf_counter() - t0):.1f}")
+                if meter.steps % LOSS_READ_EVERY == 0 or meter.steps == 1:  # never waits for the device (LossMeter)
+                    latest = meter.poll()
+                    if latest is not None and not math.isfinite(latest[0]):
+                        raise _diverged(latest[0], epoch, iter0 + latest[1])
+                    if latest is not None and progress:
+                        bar.set_postfix(loss=f"{latest[0]:.3f}",
+                                        img_s=f"{meter.steps * batch_size / (time.perf_counter() - t0):.1f}")
                 if iteration >= max_iters:  # only max_iters cuts an epoch short: a loader run to its end
                     break                   # leaves its RNG where an uninterrupted run has it (exact resume)
             bar.close()
+            train_loss = meter.mean()  # the epoch's one synchronisation, before the clock stops
             epoch_train_s = time.perf_counter() - t0
             train_time += epoch_train_s
-            train_loss = (loss_sum / max(steps, 1)).item()
             if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1} "
-                                       f"(by iteration {iteration}); lower the learning rate")
+                raise _diverged(train_loss, epoch, iteration)
             val = evaluate.evaluate_model(model, val_loader, dev, loss_fn=loss_fn.single, progress=False)
             store.log_epoch(run_id, epoch=epoch + 1, iteration=iteration, train_loss=train_loss,
                             val_loss=val["mean_loss"], val_miou=val["miou"], val_pixel_accuracy=val["pixel_accuracy"],
                             lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
-                            images_per_second=steps * batch_size / epoch_train_s)
+                            images_per_second=meter.steps * batch_size / epoch_train_s)
             if val["miou"] > best_miou:  # kept in memory; written with the next checkpoint
                 best_miou, best_state = val["miou"], {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
                 best_info = dict(epoch=epoch, iteration=iteration, metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")})
@@ -202,9 +364,10 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         store.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}",
                          train_seconds=time.perf_counter() - t_start)
         raise
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
     total = time.perf_counter() - t_start
     ips = images_seen / train_time if train_time > 0 else 0.0
     store.finish_run(run_id, status="completed", train_seconds=total, images_per_second=ips,
                      best_miou=best_miou, checkpoint=str(best_path))
     return TrainResult(run_id, run_uid, epoch + 1, iteration, best_miou, best_path, last_path, total, ips)
-

@@ -38,6 +38,14 @@ def test_recipe_matches_the_variant_table(name):
     aug = r.data.augment
     assert aug.scale == [0.5, 2.0] and aug.crop and aug.hflip and aug.photometric
     assert r.data.size == [512, 256]
+    # the training loop's speed settings: the in-memory cache on, torch.compile opt-in
+    assert r.data.cache is True and r.schedule.compile is False
+
+
+def test_cache_and_compile_default_off_for_a_recipe_that_does_not_name_them(tmp_path, monkeypatch):
+    _write(tmp_path, monkeypatch, "model: {arch: unet}\n")
+    r = load_recipe("mine")
+    assert r.data.cache is False and r.schedule.compile is False
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
@@ -70,6 +78,9 @@ def test_adding_a_variant_is_adding_a_yaml_file(tmp_path, monkeypatch):
     ("model: {arch: unet}\ndata: {size: [512]}\n", "data.size"),
     ("model: {arch: unet}\ndata: {augment: {scale: [2.0, 0.5]}}\n", "scale"),
     ("model: [unet\n", "not valid YAML"),
+    ("model: {arch: unet}\ndata: {cache: yes please}\n", "data.cache"),
+    ("model: {arch: unet}\ndata: {workers: -1}\n", "data.workers"),
+    ("model: {arch: unet}\nschedule: {compile: 1}\n", "schedule.compile"),
     ("schedule: {epochs: 1}\n", "model"),
 ])
 def test_bad_recipes_give_a_clear_error_naming_the_field(tmp_path, monkeypatch, text, needle):

@@ -114,3 +114,85 @@ def test_corrupt_image_names_the_file(tmp_path):
     (tmp_path / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match=f"{stem}_leftImg8bit.png: cannot read image"):
         CityscapesDataset(tmp_path, "train")[0]
+
+
+# --- the in-memory cache (data.cache) -------------------------------------------------------------
+
+def _transforms():
+    from engine.config import AugmentConfig
+    from engine.data.transforms import EvalTransform, TrainTransform
+
+    full = AugmentConfig(scale=[0.5, 2.0], crop=[64, 32], hflip=True, photometric=True)
+    return {"train": TrainTransform([64, 32], full), "val": EvalTransform([48, 24])}
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_cached_dataset_yields_exactly_the_uncached_tensors(synth_root, split):
+    import torch
+
+    transform = _transforms()[split]
+    plain = CityscapesDataset(synth_root, split, transform)
+    cached = CityscapesDataset(synth_root, split, transform, cache=True)
+    cached.build_cache()
+    assert cached.cache_built and cached.cache_bytes > 0
+    for rep in range(3):  # repeated access: the cache is never modified by the augmentation
+        for i in range(len(plain)):
+            torch.manual_seed(100 * rep + i)
+            x0, y0 = plain[i]
+            torch.manual_seed(100 * rep + i)
+            x1, y1 = cached[i]
+            assert x0.dtype == x1.dtype == torch.float32 and y0.dtype == y1.dtype == torch.long
+            assert torch.equal(x0, x1) and torch.equal(y0, y1), (split, i, rep)
+    if split == "val":
+        assert y1.shape == (64, 128)  # labels stay at full resolution
+
+
+def _first(batch):
+    return batch[0]
+
+
+def test_cache_is_built_once_in_the_main_process_and_shared_with_workers(synth_root, tmp_path):
+    """Built before the DataLoader starts its workers, the cache is all they need: with the files
+    gone they still yield every sample, equal to what was read from disk."""
+    import shutil
+
+    import torch
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    transform = _transforms()["val"]  # deterministic: comparable across processes
+    expected = [CityscapesDataset(root, "train", transform)[i] for i in range(4)]
+    ds = CityscapesDataset(root, "train", transform, cache=True)
+    ds.build_cache(workers=2)  # built with worker processes, stored here
+    shutil.rmtree(root / "leftImg8bit")
+    shutil.rmtree(root / "gtFine")
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=_first)
+    got = list(loader)
+    assert len(got) == 4
+    for (x0, y0), (x1, y1) in zip(expected, got):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+
+
+def test_an_unbuilt_cache_is_built_on_first_access_here(synth_root):
+    ds = CityscapesDataset(synth_root, "train", _transforms()["val"], cache=True)
+    assert not ds.cache_built
+    ds[0]
+    assert ds.cache_built and ds.cache_bytes == 4 * (3 * 24 * 48 + 64 * 128)
+
+
+def test_cache_needs_a_two_stage_transform(synth_root):
+    with pytest.raises(ValueError, match="prepare"):
+        CityscapesDataset(synth_root, "train", None, cache=True)
+
+
+def test_a_broken_file_fails_the_cache_build_naming_it(synth_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    victim = sorted((root / "leftImg8bit" / "train").rglob("*.png"))[2]
+    victim.write_bytes(b"truncated")
+    ds = CityscapesDataset(root, "train", _transforms()["train"], cache=True)
+    with pytest.raises(DatasetError, match=victim.name):
+        ds.build_cache()
+    assert not ds.cache_built

@@ -84,10 +84,14 @@ def test_trained_model_beats_the_most_frequent_class(trained, synth_root):
     assert out["mIoU"] > most_frequent_class_miou(synth_root, "val")
 
 
-def test_resume_continues_the_same_run_and_equals_an_uninterrupted_one(synth_root, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent, prefetching workers reseeded every epoch
+def test_resume_continues_the_same_run_and_equals_an_uninterrupted_one(synth_root, tmp_path, workers):
     def run(weights, epochs, resume=False, store=None):
         r = tiny_recipe("unet_ce_dice", iters=100, epochs=epochs)
         r.schedule.scheduler.name, r.schedule.scheduler.step_size = "step", 1  # the lr must continue, not restart
+        r.data.workers = workers
+        if workers:  # random augmentation in the workers: resuming must reproduce it too
+            r.data.augment.scale, r.data.augment.crop, r.data.augment.photometric = [0.5, 1.5], [64, 32], True
         return train(r, store=store, data_root=synth_root, device="cpu", weights_dir=weights, resume=resume,
                      progress=False)
 
@@ -104,6 +108,66 @@ def test_resume_continues_the_same_run_and_equals_an_uninterrupted_one(synth_roo
     b = torch.load(resumed.last_checkpoint, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert store.run(first.run_id)["status"] == "completed"
+
+
+def test_cached_training_equals_uncached_training(synth_root, tmp_path):
+    """The in-memory cache changes where the pixels come from, never what is computed."""
+    weights = []
+    for cache in (False, True):
+        r = tiny_recipe("unet_ce_dice", iters=4, epochs=2)
+        r.data.augment.scale, r.data.augment.crop, r.data.augment.photometric = [0.5, 1.5], [64, 32], True
+        r.data.cache = cache
+        res = train(r, store=Store(f"sqlite:///{tmp_path / f'{cache}.db'}"), data_root=synth_root, device="cpu",
+                    weights_dir=tmp_path / str(cache), progress=False)
+        weights.append(torch.load(res.last_checkpoint, weights_only=True)["model"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+class _NanAfter:
+    """SegmentationLoss whose loss turns NaN from the `after`-th call on (a diverging run)."""
+
+    def __init__(self, after):
+        self.after, self.calls = after, 0
+
+    def wrap(self, cfg, aux_weight=0.4):
+        from engine.losses import SegmentationLoss
+
+        real, outer = SegmentationLoss(cfg, aux_weight), self
+
+        class Loss:
+            single = real.single
+
+            def __call__(self, outputs, target):
+                outer.calls += 1
+                loss = real(outputs, target)
+                return loss * float("nan") if outer.calls > outer.after else loss
+        return Loss()
+
+
+@pytest.mark.parametrize("read_every,iters,after,caught_by", [
+    (10, 3, 1, 3),   # NaN from step 2, max_iters ends the epoch at 3: caught by the epoch's check
+    (3, 30, 1, 3),   # NaN from step 2 of a 4-step epoch: caught by the periodic read at step 3
+    (10, 30, 0, 1),  # NaN from step 1: caught by the read after the first step
+])
+def test_divergence_is_caught_and_recorded(synth_root, tmp_path, monkeypatch, read_every, iters, after, caught_by):
+    """A NaN loss stops the run, at the epoch's end or at the first periodic loss read after it
+    (every LOSS_READ_EVERY steps; on the CPU that read is the current value); no checkpoint is written."""
+    import engine.train as train_mod
+    from engine.train import TrainingDiverged
+
+    nan = _NanAfter(after)
+    monkeypatch.setattr(train_mod, "SegmentationLoss", nan.wrap)
+    monkeypatch.setattr(train_mod, "LOSS_READ_EVERY", read_every)
+    r = tiny_recipe("unet_ce_dice", iters=iters, epochs=1)
+    r.data.batch_size = 1  # 4 train images: 4 steps per epoch
+    r.schedule.epochs = 100
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    with pytest.raises(TrainingDiverged, match=f"training loss became nan in epoch .* \\(by iteration {caught_by}\\)"):
+        train(r, store=store, data_root=synth_root, device="cpu", weights_dir=tmp_path / "w", progress=False)
+    assert nan.calls == caught_by
+    [run] = store.runs()
+    assert run["status"] == "failed" and "TrainingDiverged" in run["error"]
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").rglob("*.pt"))
 
 
 def test_a_crash_during_training_is_recorded_as_failed(synth_root, tmp_path):

@@ -2,6 +2,11 @@
 
 v2 transforms an `Image` and a `Mask` together: geometric ops move both (masks always with
 nearest-neighbour), photometric ops touch only the image, and padding fills the mask with 255.
+
+Each transform is two stages, `prepare` (deterministic: to tensors, resize to the base size; uint8)
+and `finish` (the random augmentation and normalisation); `t(image, label)` is
+`t.finish(*t.prepare(image, label))`. The dataset's in-memory cache (`data.cache`) stores what
+`prepare` returns, so a cached sample goes through exactly the same ops as an uncached one.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ class TrainTransform:
     def __init__(self, size: list[int] | tuple[int, int], augment: AugmentConfig | None = None):
         w, h = size
         augment = augment or AugmentConfig()
-        ops: list = [v2.Resize((h, w), antialias=True)]
+        self.resize = v2.Resize((h, w), antialias=True)  # masks: nearest (v2 resizes a Mask with NEAREST)
+        ops: list = []
         if augment.scale:
             ops.append(v2.ScaleJitter(target_size=(h, w), scale_range=tuple(augment.scale), antialias=True))
         if augment.crop:
@@ -40,13 +46,24 @@ class TrainTransform:
             ops.append(v2.RandomHorizontalFlip())
         if augment.photometric:
             ops.append(v2.RandomPhotometricDistort(p=0.5))
-        self.ops = v2.Compose(ops)
+        self.augment = v2.Compose(ops) if ops else None
 
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic stage: uint8 image 3xHxW and label 1xHxW at the training size."""
         img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label))[None])
-        img, mask = self.ops(img, mask)
+        img, mask = self.resize(img, mask)
+        return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+    def finish(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random stage on `prepare`'s output (never modified in place: it may be a cached tensor)."""
+        img, mask = tv_tensors.Image(image), tv_tensors.Mask(label)
+        if self.augment is not None:
+            img, mask = self.augment(img, mask)
         return _normalize(img).as_subclass(torch.Tensor), mask[0].as_subclass(torch.Tensor).long()
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.finish(*self.prepare(image, label))
 
 
 class EvalTransform:
@@ -56,11 +73,18 @@ class EvalTransform:
     def __init__(self, size: list[int] | tuple[int, int] | None):
         self.resize = v2.Resize((size[1], size[0]), antialias=True) if size else None
 
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 image 3xHxW at the eval size, uint8 label HxW at full resolution."""
         img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         if self.resize:
             img = self.resize(img)
-        return _normalize(img).as_subclass(torch.Tensor), torch.from_numpy(np.ascontiguousarray(label)).long()
+        return img.as_subclass(torch.Tensor), torch.from_numpy(np.ascontiguousarray(label))
+
+    def finish(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _normalize(tv_tensors.Image(image)).as_subclass(torch.Tensor), label.long()
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.finish(*self.prepare(image, label))
 
 
 def eval_collate(batch):
