@@ -97,6 +97,159 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def _options(a):
+    from engine.inference import InferenceOptions
+
+    return InferenceOptions(backend=a.backend, precision=a.precision, channels_last=not a.no_channels_last,
+                            compile=a.compile, flip=getattr(a, "flip", False),
+                            scales=tuple(getattr(a, "scales", None) or (1.0,)),
+                            window=getattr(a, "window", None), batch_size=a.batch_size)
+
+
+def _segmenter(a, options=None):
+    from engine import checkpoints
+    from engine.inference import Segmenter
+
+    if not a.variant and not a.checkpoint:
+        raise checkpoints.CheckpointError("give --variant NAME or --checkpoint PATH")
+    path = checkpoints.resolve(a.variant, a.checkpoint, a.weights_dir)
+    size = "native" if a.input_size == "native" else (_size(a.input_size) if a.input_size else None)
+    return Segmenter(path, a.device, input_size=size, options=options or _options(a))
+
+
+def cmd_segment(a) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from engine import video
+    from engine.segment import expand_inputs, segment_image, segment_video
+
+    inputs = expand_inputs(a.input)
+    seg = _segmenter(a)
+    out = Path(a.output)
+    visible = _class_ids(a.classes)
+    for src in tqdm(inputs, desc="files", disable=a.quiet or len(inputs) == 1, dynamic_ncols=True):
+        if src.suffix.lower() in video.VIDEO_SUFFIXES:
+            total = video.probe(src).frames or None
+            with tqdm(total=total, desc=src.name, unit="frame", disable=a.quiet, dynamic_ncols=True) as bar:
+                res = segment_video(seg, src, out / f"{src.stem}_overlay.mp4", alpha=a.alpha, visible=visible,
+                                    label_dir=out / f"{src.stem}_trainIds",
+                                    on_frames=lambda n: bar.update(n - bar.n))
+            print(f"{src}: {res['frames']} frames at {res['fps']:.1f} fps -> {res['output']}")
+        else:
+            segment_image(seg, src, out, alpha=a.alpha, visible=visible)
+    print(f"{len(inputs)} input(s) segmented with {seg.backend_name} ({seg.precision}) on {seg.device}; outputs in {out}")
+    return 0
+
+
+def _class_ids(names) -> list[int] | None:
+    """--classes: names of classes or categories -> trainIds (None = all)."""
+    if not names:
+        return None
+    from engine.classes import CATEGORIES, CLASS_NAMES
+
+    ids = set()
+    for n in names:
+        if n in CATEGORIES:
+            ids |= set(CATEGORIES[n])
+        elif n in CLASS_NAMES:
+            ids.add(CLASS_NAMES.index(n))
+        else:
+            from engine.errors import UsageError
+
+            raise UsageError(f"unknown class or category {n!r}; classes: {', '.join(CLASS_NAMES)}; "
+                             f"categories: {', '.join(CATEGORIES)}")
+    return sorted(ids)
+
+
+def cmd_coverage(a) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from engine import coverage, video
+    from engine.data.cityscapes import read_image
+    from engine.segment import expand_inputs
+
+    inputs = expand_inputs(a.input)
+    videos = [p for p in inputs if p.suffix.lower() in video.VIDEO_SUFFIXES]
+    if videos:
+        print(f"error: coverage takes images; not a video: {videos[0]}", file=sys.stderr)
+        return 2
+    seg = _segmenter(a)
+    model = a.variant or Path(a.checkpoint).parent.name
+    rows = []
+    for src in tqdm(inputs, desc="images", disable=a.quiet, dynamic_ncols=True):
+        rows += coverage.coverage_rows(str(src), model, seg.predict(read_image(src)))
+    Path(a.csv).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.csv).write_text(coverage.to_csv(rows))
+    if a.summary:
+        Path(a.summary).write_text(coverage.to_csv(coverage.summary(rows), coverage.SUMMARY_COLUMNS))
+    total = coverage.summary(coverage.aggregate(rows))[0]
+    print(f"{len(inputs)} image(s), {total['pixels']} pixels; " + ", ".join(
+        f"{k.removeprefix('share_')} {v:.1%}" for k, v in total.items() if k.startswith("share_")))
+    print(f"tidy CSV ({len(rows)} rows) -> {a.csv}" + (f"; summary -> {a.summary}" if a.summary else ""))
+    return 0
+
+
+def cmd_export_onnx(a) -> int:
+    from engine import checkpoints
+    from engine.onnx_backend import export_onnx
+
+    path = checkpoints.resolve(a.variant, a.checkpoint, a.weights_dir)
+    out = export_onnx(path, a.out)
+    print(f"exported {path} -> {out}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from engine.bench import bench_video, record
+    from engine.config import list_variants
+    from engine.store import Store
+
+    if a.train:
+        return _bench_train(a)
+    store = None if a.no_store else Store(a.db)
+    rows = []
+    for variant in a.variants or list_variants():
+        for size in a.sizes:
+            row = bench_video(variant, size=size, frames=a.frames, options=_options(a), device=a.device,
+                              weights_dir=a.weights_dir, repeats=a.repeats)
+            if store is not None:
+                record(store, row)
+            rows.append(row)
+            if a.json:
+                print(json.dumps(row), flush=True)
+            else:
+                print(f"{variant:30s} {row['size']:>9s}  model {row['baseline_model_ms']:8.1f} -> {row['fast_model_ms']:8.1f} ms "
+                      f"(x{row['model_speedup']:.2f})  end-to-end {row['baseline_fps']:6.2f} -> {row['fast_fps']:6.2f} fps "
+                      f"(x{row['speedup']:.2f})  agreement {row['agreement']:.4f}", flush=True)
+    if rows and not a.json:
+        r = rows[0]
+        print(f"device {r['device']}, {r['threads']} threads, fast path: {r['backend']} {r['precision']}, "
+              f"batch {r['batch_size']}, channels_last {r['channels_last']}; torch {r['torch_version']}")
+    return 0
+
+
+def _bench_train(a) -> int:
+    from engine.bench import record
+    from engine.config import list_variants, load_recipe
+    from engine.store import Store
+    from engine.throughput import training_throughput
+
+    store = None if a.no_store else Store(a.db)
+    for variant in a.variants or list_variants():
+        row = training_throughput(load_recipe(variant, a.profile), data_root=_data_root(a), device=a.device,
+                                  size=a.size, iters=a.iters)
+        if store is not None:
+            record(store, row, kind="train")
+        print(json.dumps(row) if a.json else
+              f"{variant:30s} {row['size']:>9s}  train {row['train_images_per_second']:7.1f} img/s   "
+              f"data pipeline {row['data_images_per_second']:8.1f} img/s", flush=True)
+    return 0
+
+
 def format_leaderboard(rows: list[dict]) -> str:
     def f(v, spec):
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
@@ -185,6 +338,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard at the end")
     _common(p, data=False)
     p.set_defaults(func=cmd_demo)
+
+    def fast_path(p, batch=4):
+        p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+        p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                       help="auto: bf16 on CUDA, fp32 on CPU")
+        p.add_argument("--batch-size", type=int, default=batch, help="video frames per forward")
+        p.add_argument("--no-channels-last", action="store_true")
+        p.add_argument("--compile", action="store_true", help="torch.compile the model (torch backend)")
+
+    def model_choice(p):
+        p.add_argument("--variant")
+        p.add_argument("--checkpoint")
+        p.add_argument("--input-size", help="model input WIDTHxHEIGHT, or 'native' (default: the recipe's)")
+
+    p = sub.add_parser("segment", help="segment images, folders and videos: overlays and label maps")
+    model_choice(p)
+    p.add_argument("--input", nargs="+", required=True, help="images, videos or folders of them")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument("--classes", nargs="+", help="only these classes or categories in the overlay")
+    p.add_argument("--flip", action="store_true", help="test-time augmentation: add the mirrored image")
+    p.add_argument("--scales", type=float, nargs="+", help="test-time augmentation: input scales, e.g. 0.75 1 1.25")
+    p.add_argument("--window", type=_size, help="sliding-window inference with crops of WIDTHxHEIGHT")
+    p.add_argument("--quiet", action="store_true")
+    fast_path(p)
+    _common(p, data=False, db=False)
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("coverage", help="class coverage of images (the dashboard's Coverage page) as a tidy CSV")
+    model_choice(p)
+    p.add_argument("--input", nargs="+", required=True, help="images or folders of them")
+    p.add_argument("--csv", required=True, help="tidy CSV: source, model, class_id, class_name, category, pixels, share")
+    p.add_argument("--summary", help="also the per-image summary CSV")
+    p.add_argument("--quiet", action="store_true")
+    fast_path(p)
+    _common(p, data=False, db=False)
+    p.set_defaults(func=cmd_coverage)
+
+    p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX (next to it, or --out)")
+    p.add_argument("--variant")
+    p.add_argument("--checkpoint")
+    p.add_argument("--out")
+    _common(p, data=False, db=False, device=False)
+    p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("bench", help="fast path vs baseline inference (or --train: training throughput)")
+    p.add_argument("--variants", nargs="+", help="default: all")
+    p.add_argument("--sizes", type=lambda t: [_size(v) for v in t.split(",")], default=[(512, 256), (1024, 512), (2048, 1024)],
+                   help="comma-separated WIDTHxHEIGHT (default 512x256,1024x512,2048x1024)")
+    p.add_argument("--frames", type=int, default=8, help="frames of the synthetic test video (default 8)")
+    p.add_argument("--repeats", type=int, default=3, help="model-only timing repeats (default 3)")
+    p.add_argument("--train", action="store_true", help="training images/s and data-pipeline images/s instead")
+    p.add_argument("--size", type=_size, help="--train: training size (default: the recipe's)")
+    p.add_argument("--iters", type=int, default=20, help="--train: timed iterations (default 20)")
+    p.add_argument("--profile", default="full", help="--train: recipe profile (default full)")
+    p.add_argument("--no-store", action="store_true", help="do not record the results in the store")
+    p.add_argument("--json", action="store_true", help="one JSON object per (variant, size)")
+    fast_path(p)
+    _common(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

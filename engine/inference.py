@@ -1,8 +1,16 @@
 """The one inference path: a model and normalised images -> logits or trainIds at any output size.
 
-Evaluation, training-time validation and (later) the dashboard and CLI all go through here.
+Evaluation, training-time validation, the dashboard and the CLI all go through here.
+`Segmenter` wraps a checkpoint with the fast path (`InferenceOptions`): inference mode,
+channels_last, reduced precision where asked for (bf16 by default on CUDA only: on the CPU it
+is opt-in, because a barely trained model's near-tied logits can flip under bf16), batches of
+frames, optional torch.compile, the ONNX Runtime backend, flip / multi-scale test-time
+augmentation and sliding-window inference for large images.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,6 +19,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from engine import checkpoints
 from engine.data.transforms import to_tensor
+
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class DeviceUnavailable(RuntimeError):
@@ -25,14 +36,28 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA, fp32 on CPU; fp16 only on CUDA."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceUnavailable("fp16 inference needs a CUDA device (use bf16 or fp32 on the CPU)")
+    return precision
 
 
-def forward_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+def autocast(device: torch.device, precision: str = "auto"):
+    """The autocast context for a precision ('auto': bf16 on CUDA, full precision on CPU)."""
+    precision = resolve_precision(precision, device)
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def forward_logits(model: torch.nn.Module, images: torch.Tensor, precision: str = "auto") -> torch.Tensor:
     """Float32 logits (N, C, H, W) at the input size."""
-    with autocast(images.device):
+    with autocast(images.device, precision):
         return model(images)["out"].float()
 
 
@@ -43,20 +68,130 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-class Segmenter:
-    """A trained checkpoint ready to label RGB images of any size."""
+@dataclass(frozen=True)
+class InferenceOptions:
+    backend: str = "torch"                      # torch | onnx (ONNX Runtime)
+    precision: str = "auto"                     # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False                       # torch.compile (torch backend only)
+    flip: bool = False                          # TTA: average with the horizontally flipped image
+    scales: tuple[float, ...] = (1.0,)          # TTA: input scales, logits averaged at the input size
+    window: tuple[int, int] | None = None       # sliding window (W, H) at the input size; None = whole image
+    batch_size: int = 4                         # frames per forward in predict_batch
 
-    def __init__(self, checkpoint_path, device: str | torch.device = "auto", input_size: tuple[int, int] | None = None):
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"TTA scales must be positive, got {self.scales}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+    @classmethod
+    def baseline(cls) -> InferenceOptions:
+        """Plain eager fp32, contiguous NCHW, one image at a time: what the benchmark measures against."""
+        return cls(precision="fp32", channels_last=False, batch_size=1)
+
+
+def sliding_window_logits(forward, x: torch.Tensor, window: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """Logits of a large input from overlapping crops (stride 2/3 of the window), averaged where
+    they overlap; inputs smaller than the window go through whole."""
+    n, _, h, w = x.shape
+    ww, wh = min(window[0], w), min(window[1], h)
+    sx, sy = max(1, ww * 2 // 3), max(1, wh * 2 // 3)
+    xs = sorted({*range(0, w - ww, sx), w - ww})
+    ys = sorted({*range(0, h - wh, sy), h - wh})
+    out = torch.zeros((n, num_classes, h, w), device=x.device)
+    count = torch.zeros((1, 1, h, w), device=x.device)
+    for y0 in ys:
+        for x0 in xs:
+            out[..., y0:y0 + wh, x0:x0 + ww] += forward(x[..., y0:y0 + wh, x0:x0 + ww])
+            count[..., y0:y0 + wh, x0:x0 + ww] += 1
+    return out / count
+
+
+class Segmenter:
+    """A trained checkpoint ready to label RGB images of any size.
+
+    `input_size` (W, H): the size the model sees (default: the recipe's eval size, else its train
+    size); "native" feeds each image at its own size. Labels always come back at the image's own
+    resolution (logits upsampled bilinearly before the argmax, as evaluation does).
+    """
+
+    def __init__(self, checkpoint_path, device: str | torch.device = "auto",
+                 input_size: tuple[int, int] | str | None = None, options: InferenceOptions | None = None):
+        self.options = options or InferenceOptions()
+        self.checkpoint_path = checkpoint_path
         self.ckpt = checkpoints.load(checkpoint_path)
         self.device = select_device(str(device))
-        self.model = checkpoints.build_from(self.ckpt).to(self.device)
+        self.precision = resolve_precision(self.options.precision, self.device)
+        self.num_classes = int(self.ckpt["num_classes"])
         recipe = self.ckpt["recipe"]["data"]
-        self.input_size = tuple(input_size or recipe.get("eval_size") or recipe["size"])  # (W, H)
+        self.input_size = input_size if input_size == "native" else tuple(
+            input_size or recipe.get("eval_size") or recipe["size"])
+        self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        if self.options.backend == "onnx":
+            from engine.onnx_backend import OnnxForward, ensure_onnx
+
+            self.model = None
+            self._forward = OnnxForward(ensure_onnx(checkpoint_path), self.device)
+            self.backend_name = self._forward.name
+            self.precision = "fp32"
+        else:
+            model = checkpoints.build_from(self.ckpt).to(self.device, memory_format=self.memory_format)
+            self.model = torch.compile(model) if self.options.compile else model
+            self._forward = lambda x: forward_logits(self.model, x, self.precision)
+            self.backend_name = "torch" + ("-compile" if self.options.compile else "")
+
+    def _model_input_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H, W) the model sees for an image of h x w."""
+        return (h, w) if self.input_size == "native" else (self.input_size[1], self.input_size[0])
+
+    def _logits_at(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at x's size: whole image or sliding window."""
+        x = x.contiguous(memory_format=self.memory_format)
+        if self.options.window:
+            return sliding_window_logits(self._forward, x, self.options.window, self.num_classes)
+        return self._forward(x)
 
     @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 3, H, W) at the model's input size -> float32 logits at that size,
+        with the test-time augmentation of the options (flip, scales) averaged."""
+        size = tuple(x.shape[-2:])
+        total, views = None, 0
+        for s in self.options.scales:
+            xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+            for flip in (False, True) if self.options.flip else (False,):
+                xi = xs.flip(-1) if flip else xs
+                out = self._logits_at(xi)
+                out = upsample(out.flip(-1) if flip else out, size)
+                total = out if total is None else total + out
+                views += 1
+        return total / views if views > 1 else total
+
+    def _prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        h, w = images[0].shape[:2]
+        x = torch.stack([to_tensor(im) for im in images])
+        mh, mw = self._model_input_size(h, w)
+        if (mh, mw) != (h, w):
+            x = TF.resize(x, [mh, mw], antialias=True)
+        return x.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """RGB uint8 HxWx3 images of one size -> trainIds uint8 HxW each, `options.batch_size` per forward."""
+        out = []
+        for i in range(0, len(images), self.options.batch_size):
+            chunk = images[i:i + self.options.batch_size]
+            if any(im.shape != chunk[0].shape for im in chunk):
+                raise ValueError("predict_batch needs images of one size; use predict() for mixed sizes")
+            logits = upsample(self.logits(self._prepare(chunk)), chunk[0].shape[:2])
+            out += list(logits.argmax(1).to(torch.uint8).cpu().numpy())
+        return out
+
     def predict(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> trainIds uint8 HxW at the image's own resolution."""
-        x = to_tensor(image)
-        x = TF.resize(x, [self.input_size[1], self.input_size[0]], antialias=True)[None].to(self.device)
-        logits = upsample(forward_logits(self.model, x), image.shape[:2])
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return self.predict_batch([image])[0]

@@ -1,0 +1,161 @@
+"""Segmenting images, folders and videos with a `Segmenter`: overlays and label maps on disk.
+
+Videos run as a pipeline when `overlapped` (the fast path): a reader thread decodes frames, the
+main thread runs the model on batches and colours them by lookup table, a writer thread encodes
+the H.264 overlay and writes the label maps, so decoding, inference and encoding overlap. With
+`overlapped=False` the same steps run one frame after another (the benchmark's baseline).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine import render, video
+from engine.data.cityscapes import DatasetError, read_image
+from engine.inference import Segmenter
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_DONE = object()
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given and the images and videos inside folders (recursively, sorted); a path that
+    does not exist or has another suffix is an error naming it."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES + video.VIDEO_SUFFIXES)
+            if not found:
+                raise DatasetError(f"{p}: no images or videos in this folder")
+            out += found
+        elif not p.exists():
+            raise DatasetError(f"{p}: no such file or folder")
+        elif p.suffix.lower() in IMAGE_SUFFIXES + video.VIDEO_SUFFIXES:
+            out.append(p)
+        else:
+            raise DatasetError(f"{p}: unsupported file type {p.suffix or '(none)'}; images "
+                               f"({', '.join(IMAGE_SUFFIXES)}) and videos ({', '.join(video.VIDEO_SUFFIXES)}) only")
+    return out
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """RGB HxWx3 or single-channel uint8 as PNG (OpenCV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array):
+        raise OSError(f"could not write {path}")
+
+
+def segment_image(seg: Segmenter, src: Path, out_dir: Path, *, alpha=0.5, visible=None) -> dict:
+    """<stem>_overlay.png and <stem>_trainIds.png (8-bit trainIds) for one image."""
+    image = read_image(src)
+    t0 = time.perf_counter()
+    labels = seg.predict(image)
+    seconds = time.perf_counter() - t0
+    write_png(out_dir / f"{src.stem}_overlay.png", render.overlay(image, labels, alpha, visible))
+    write_png(out_dir / f"{src.stem}_trainIds.png", labels)
+    return {"input": str(src), "frames": 1, "model_seconds": seconds, "labels": [labels]}
+
+
+def _reader(src: Path, q: queue.Queue, max_frames: int | None, errors: list, stop: threading.Event) -> None:
+    try:
+        for frame in video.read_frames(src, max_frames=max_frames):
+            if stop.is_set():
+                break
+            q.put(frame)
+    except BaseException as e:  # handed to the main thread
+        errors.append(e)
+    finally:
+        q.put(_DONE)
+
+
+def _writer(q: queue.Queue, writer: video.VideoWriter, label_dir: Path | None, errors: list) -> None:
+    k = 0
+    try:
+        while (item := q.get()) is not _DONE:
+            overlay, labels = item
+            writer.write(overlay)
+            if label_dir is not None:
+                write_png(label_dir / f"{k:06d}.png", labels)
+            k += 1
+    except BaseException as e:
+        errors.append(e)
+        while q.get() is not _DONE:  # keep draining so the producer never blocks
+            pass
+
+
+def _frames_in_batches(q: queue.Queue, size: int) -> Iterator[list[np.ndarray]]:
+    batch = []
+    while (frame := q.get()) is not _DONE:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def segment_video(seg: Segmenter, src: Path, dst: Path, *, alpha=0.5, visible=None, label_dir: Path | None = None,
+                  overlapped: bool = True, max_frames: int | None = None, keep_labels: bool = False,
+                  on_frames: Callable[[int], None] | None = None) -> dict:
+    """The overlay video (H.264 MP4) of `src` at `dst`, and each frame's trainIds as
+    `label_dir/NNNNNN.png` when given. Returns frames, seconds, fps, model_seconds (and the label
+    maps when `keep_labels`, for comparing two runs)."""
+    info = video.probe(src)
+    t0 = time.perf_counter()
+    model_s, n, kept = 0.0, 0, []
+    errors: list[BaseException] = []
+    writer = video.VideoWriter(dst, info.fps or 25.0)
+    if overlapped:
+        frames_q, out_q = queue.Queue(maxsize=4 * seg.options.batch_size), queue.Queue(maxsize=4 * seg.options.batch_size)
+        stop = threading.Event()
+        threads = [threading.Thread(target=_reader, args=(src, frames_q, max_frames, errors, stop), daemon=True),
+                   threading.Thread(target=_writer, args=(out_q, writer, label_dir, errors), daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            for batch in _frames_in_batches(frames_q, seg.options.batch_size):
+                t = time.perf_counter()
+                labels = seg.predict_batch(batch)
+                model_s += time.perf_counter() - t
+                for frame, lab in zip(batch, labels):
+                    out_q.put((render.overlay(frame, lab, alpha, visible), lab))
+                kept += labels if keep_labels else []
+                n += len(batch)
+                if on_frames:
+                    on_frames(n)
+        except BaseException:
+            stop.set()  # the reader stops at its next frame; drain so it is never stuck on a full queue
+            while threads[0].is_alive() or not frames_q.empty():
+                try:
+                    frames_q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            raise
+        finally:
+            out_q.put(_DONE)
+            for t in threads:
+                t.join()
+    else:
+        for frame in video.read_frames(src, max_frames=max_frames):
+            t = time.perf_counter()
+            lab = seg.predict(frame)
+            model_s += time.perf_counter() - t
+            writer.write(render.overlay(frame, lab, alpha, visible))
+            if label_dir is not None:
+                write_png(label_dir / f"{n:06d}.png", lab)
+            kept += [lab] if keep_labels else []
+            n += 1
+            if on_frames:
+                on_frames(n)
+    if errors:
+        raise errors[0]
+    writer.close()
+    seconds = time.perf_counter() - t0
+    return {"input": str(src), "output": str(dst), "frames": n, "seconds": seconds, "fps": n / seconds if seconds else 0.0,
+            "model_seconds": model_s, "labels": kept}
