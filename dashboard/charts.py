@@ -124,3 +124,21 @@ def category_share_figure(summary: pd.DataFrame) -> go.Figure:
     fig.update_layout(barmode="stack", height=380, margin=dict(l=10, r=10, t=10, b=10), yaxis_tickformat=".0%",
                       yaxis_range=[0, 1], legend=dict(orientation="h", y=-0.3))
     return fig
+
+
+def benchmark_figure(bench: pd.DataFrame) -> go.Figure:
+    """End-to-end video frames per second, baseline and fast path, per variant; one panel per size."""
+    sizes = list(dict.fromkeys(bench["size"]))
+    fig = make_subplots(rows=1, cols=len(sizes), subplot_titles=sizes, shared_yaxes=True)
+    for i, size in enumerate(sizes, start=1):
+        part = bench[bench["size"] == size]
+        for col, name, color in (("baseline_fps", "baseline (eager fp32, 1 frame)", "#9e9e9e"),
+                                 ("fast_fps", "fast path", "#1f77b4")):
+            fig.add_trace(go.Bar(x=part["variant"], y=part[col], name=name, marker_color=color, showlegend=i == 1,
+                                 legendgroup=name, customdata=part[["speedup", "agreement"]],
+                                 hovertemplate="%{x}<br>%{y:.2f} fps<br>speedup x%{customdata[0]:.2f}, "
+                                               "agreement %{customdata[1]:.2%}<extra></extra>"), row=1, col=i)
+    fig.update_yaxes(title_text="frames per second (end to end)", col=1)
+    fig.update_layout(barmode="group", height=400, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.35))
+    return fig

@@ -43,6 +43,11 @@ def epochs(url: str, run_id: int) -> list[dict]:
     return store(url).epochs(run_id)
 
 
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def benchmarks(url: str, kind: str) -> list[dict]:
+    return store(url).benchmarks(kind)
+
+
 @dataclass(frozen=True)
 class Model:
     """A trained checkpoint in the weights folder, with the store's record of the run that wrote it."""

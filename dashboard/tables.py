@@ -106,3 +106,13 @@ def epochs_frame(epochs_by_run: dict[str, list[dict]]) -> pd.DataFrame:
     cols = ["run", "epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "lr"]
     rows = [{"run": label, **{c: e.get(c) for c in cols[1:]}} for label, eps in epochs_by_run.items() for e in eps]
     return pd.DataFrame(rows, columns=cols)
+
+
+def benchmark_frame(rows: list[dict]) -> pd.DataFrame:
+    """`Store.benchmarks("video")` rows (from `python -m engine bench`) flattened, the latest row per
+    (variant, size, device, precision, backend) kept."""
+    cols = ["variant", "size", "device", "threads", "precision", "backend", "batch_size", "baseline_fps", "fast_fps",
+            "speedup", "baseline_model_ms", "fast_model_ms", "model_speedup", "agreement", "frames", "created_at"]
+    flat = [{**r, **(r.get("metrics") or {})} for r in rows]
+    df = pd.DataFrame(flat, columns=cols)
+    return df.drop_duplicates(["variant", "size", "device", "precision", "backend"], keep="last").reset_index(drop=True)

@@ -13,7 +13,8 @@ import numpy as np
 from dashboard.media import decode_png_or_jpeg, encode_jpeg, encode_png
 from engine import render, video
 
-Predict = Callable[[np.ndarray], np.ndarray]  # RGB HxWx3 -> trainIds HxW
+Predict = Callable[[list[np.ndarray]], list[np.ndarray]]  # RGB frames -> trainIds each (Segmenter.predict_batch)
+BATCH = 4  # frames per model call
 OUTPUTS = ("a", "b", "side_by_side")
 
 
@@ -67,25 +68,38 @@ def process_video(path, predict_a: Predict, predict_b: Predict, out_dir: Path, *
     result = VideoComparison(fps=info.fps or 25.0, view=(mode, alpha, tuple(visible)))
     writers = _Writers(Path(out_dir), result.fps)
     try:
-        for i, image in enumerate(video.read_frames(path, max_frames=max_frames)):
-            t0 = time.perf_counter()
-            la = predict_a(image)
-            t1 = time.perf_counter()
-            lb = predict_b(image)
-            result.seconds_a += t1 - t0
-            result.seconds_b += time.perf_counter() - t1
-            result.frames.append(encode_jpeg(image))
-            result.labels_a.append(encode_png(la))
-            result.labels_b.append(encode_png(lb))
-            writers.write(*render_pair(image, la, lb, mode, alpha, visible))
-            if on_frame:
-                on_frame(i + 1)
+        batch, done = [], 0
+        for image in video.read_frames(path, max_frames=max_frames):
+            batch.append(image)
+            if len(batch) == BATCH:
+                done = _process_batch(batch, predict_a, predict_b, result, writers, (mode, alpha, visible), done, on_frame)
+                batch = []
+        if batch:
+            _process_batch(batch, predict_a, predict_b, result, writers, (mode, alpha, visible), done, on_frame)
     finally:
         if result.frames:
             result.videos = writers.close()
     if not result.frames:
         raise video.VideoError(f"{Path(path).name}: no frames could be decoded")
     return result
+
+
+def _process_batch(batch, predict_a, predict_b, result, writers, view, done, on_frame) -> int:
+    t0 = time.perf_counter()
+    labels_a = predict_a(batch)
+    t1 = time.perf_counter()
+    labels_b = predict_b(batch)
+    result.seconds_a += t1 - t0
+    result.seconds_b += time.perf_counter() - t1
+    for image, la, lb in zip(batch, labels_a, labels_b):
+        result.frames.append(encode_jpeg(image))
+        result.labels_a.append(encode_png(la))
+        result.labels_b.append(encode_png(lb))
+        writers.write(*render_pair(image, la, lb, *view))
+        done += 1
+        if on_frame:
+            on_frame(done)
+    return done
 
 
 def reencode(result: VideoComparison, out_dir: Path, *, mode: str, alpha: float, visible,

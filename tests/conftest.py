@@ -74,6 +74,12 @@ def dashboard_data(tmp_path_factory, trained, synth_root):
                              hyperparameters={}, dataset="synthetic", data_root=str(synth_root), train_images=4,
                              val_images=2, device="cpu", code_version="test")
     store.finish_run(failed, status="failed", error="TrainingDiverged: loss is nan at iteration 3")
+    from engine.bench import bench_video, record
+    from engine.inference import InferenceOptions
+
+    for variant in (trained.variant, unet.name):  # a real (tiny) `python -m engine bench` row each
+        record(store, bench_video(variant, size=(64, 32), frames=2, options=InferenceOptions(batch_size=2),
+                                  device="cpu", weights_dir=weights, repeats=1))
     store.close()
     return SimpleNamespace(db=db, weights=weights, variants=(trained.variant, unet.name), results=results,
                            env={"RESULTS_DB": db, "WEIGHTS_DIR": str(weights), "SEGBENCH_OFFLINE": "1"})

@@ -91,11 +91,14 @@ def test_tradeoffs_plots_every_axis_with_the_pareto_front(app, dashboard_data):
         assert "Pareto front" in _texts(at, "markdown")
     at.toggle(key="tradeoff_log").set_value(True).run()
     charts = at.get("plotly_chart")
-    assert len(charts) == 2  # the scatter and the training curves
+    assert len(charts) == 3  # the scatter, the training curves and the inference benchmarks
+    bench = next(d.value for d in at.dataframe if "fast_fps" in d.value.columns)
+    assert set(bench["variant"]) == set(dashboard_data.variants) and (bench["size"] == "64x32").all()
+    assert (bench["fast_fps"] > 0).all() and (bench["agreement"] > 0.99).all()
     assert all(v in charts[0].proto.spec for v in dashboard_data.variants)
     assert '"type":"log"' in charts[0].proto.spec.replace(" ", "")
     at.multiselect(key="curve_runs").set_value([]).run()
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2
 
 
 def test_per_class_heatmap_and_difference(app, dashboard_data):

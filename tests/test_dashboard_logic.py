@@ -181,27 +181,40 @@ def test_video_comparison_predicts_each_frame_once_and_writes_playable_mp4s(tmp_
     calls = {"a": 0, "b": 0}
 
     def model(name, cls):
-        def predict(img):
-            calls[name] += 1
-            return np.full(img.shape[:2], cls, np.uint8)
+        def predict(images):
+            calls[name] += len(images)
+            return [np.full(img.shape[:2], cls, np.uint8) for img in images]
         return predict
 
     seen = []
-    res = process_video(src, model("a", 0), model("b", 13), tmp_path / "out", max_frames=4, mode="overlay",
+    res = process_video(src, model("a", 0), model("b", 13), tmp_path / "out", max_frames=5, mode="overlay",
                         alpha=1.0, visible=range(NUM_CLASSES), on_frame=seen.append)
-    assert len(res) == 4 and calls == {"a": 4, "b": 4} and seen == [1, 2, 3, 4]
+    assert len(res) == 5 and calls == {"a": 5, "b": 5} and seen == [1, 2, 3, 4, 5]  # a batch of 4, then 1
     image, la, lb = res.frame(2)
     assert image.shape == (36, 50, 3) and (la == 0).all() and (lb == 13).all()
     for name, width in (("a", 50), ("b", 50), ("side_by_side", 108)):
         info = video.probe(res.videos[name])
-        assert (info.codec, info.frames, info.width, info.height) == ("h264", 4, width, 36)
+        assert (info.codec, info.frames, info.width, info.height) == ("h264", 5, width, 36)
     first = next(video.read_frames(res.videos["a"]))
     assert np.abs(first.astype(int) - PALETTE[0]).mean() < 12  # alpha 1: all road colour
     reencode(res, tmp_path / "out", mode="overlay", alpha=0.0, visible=[])
-    assert calls == {"a": 4, "b": 4} and res.view == ("overlay", 0.0, ())
+    assert calls == {"a": 5, "b": 5} and res.view == ("overlay", 0.0, ())
     again = next(video.read_frames(res.videos["a"]))
     assert np.abs(again.astype(int) - frames[0]).mean() < 12  # alpha 0: the frame itself
     with pytest.raises(video.VideoError):
         (tmp_path / "bad.mp4").write_bytes(b"nope")
         process_video(tmp_path / "bad.mp4", model("a", 0), model("b", 0), tmp_path / "o2", max_frames=2,
                       mode="mask", alpha=0.5, visible=[0])
+
+
+def test_benchmark_frame_keeps_the_latest_row_per_setup_and_plots_both_paths():
+    def row(variant, size, fast, when):
+        return {"variant": variant, "size": size, "device": "cpu", "threads": 2, "precision": "fp32",
+                "backend": "torch", "created_at": when,
+                "metrics": {"baseline_fps": 1.0, "fast_fps": fast, "speedup": fast, "agreement": 1.0, "batch_size": 4}}
+    df = tables.benchmark_frame([row("a", "512x256", 2.0, 1), row("a", "512x256", 3.0, 2), row("b", "512x256", 1.5, 3),
+                                 row("a", "1024x512", 2.5, 4)])
+    assert len(df) == 3 and df[(df["variant"] == "a") & (df["size"] == "512x256")]["fast_fps"].item() == 3.0
+    fig = charts.benchmark_figure(df)
+    assert [t.name for t in fig.data].count("fast path") == 2  # one panel per size
+    assert list(fig.data[1].y) == [3.0, 1.5]

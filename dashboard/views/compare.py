@@ -154,7 +154,7 @@ if st.button("Process video", type="primary", key="process_video"):
     seg_a = loaders.segmenter(str(model_a.checkpoint), model_a.mtime_ns)
     seg_b = loaders.segmenter(str(model_b.checkpoint), model_b.mtime_ns)
     try:
-        result = process_video(src, seg_a.predict, seg_b.predict, workdir / "out", max_frames=int(limit), mode=mode,
+        result = process_video(src, seg_a.predict_batch, seg_b.predict_batch, workdir / "out", max_frames=int(limit), mode=mode,
                                alpha=alpha, visible=visible,
                                on_frame=lambda i: bar.progress(min(i / total, 1.0), text=f"Frame {i} of {total}"))
     except video.VideoError as e:

@@ -52,3 +52,20 @@ if chosen:
         st.info("These runs have no logged epochs yet.")
     else:
         st.plotly_chart(charts.curves_figure(frame), width="stretch", key="curves_chart")
+
+bench = tables.benchmark_frame(loaders.benchmarks(loaders.store_url(), "video"))
+st.subheader("Inference benchmarks")
+if bench.empty:
+    st.caption("No benchmark recorded yet: `python -m engine bench` measures the fast inference path against a "
+               "plain eager fp32 baseline on a synthetic video and records it here.")
+else:
+    setup = bench.iloc[-1]
+    st.caption(f"`python -m engine bench`: end-to-end video frames per second (decode, model, colour, encode) on "
+               f"{setup['device']} ({setup['threads']} threads), fast path {setup['backend']} {setup['precision']}, "
+               f"batch {setup['batch_size']}. Agreement: share of pixels labelled the same as the baseline.")
+    st.plotly_chart(charts.benchmark_figure(bench), width="stretch", key="bench_chart")
+    st.dataframe(bench, hide_index=True, width="stretch", key="bench_table",
+                 column_config={"speedup": st.column_config.NumberColumn(format="x%.2f"),
+                                "model_speedup": st.column_config.NumberColumn(format="x%.2f"),
+                                "agreement": st.column_config.NumberColumn(format="percent"),
+                                "created_at": st.column_config.DatetimeColumn("measured", format="YYYY-MM-DD HH:mm")})
