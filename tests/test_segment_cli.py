@@ -118,3 +118,16 @@ def test_onnx_backend_from_the_cli_matches_torch(trained, inputs, tmp_path):
         a = np.asarray(Image.open(tmp_path / "torch" / f"img{k}_trainIds.png"))
         b = np.asarray(Image.open(tmp_path / "onnx" / f"img{k}_trainIds.png"))
         assert np.mean(a == b) >= 0.999
+
+
+def test_bench_train_records_training_and_data_pipeline_throughput(synth_root, tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'bench.db'}"
+    rc = main(["bench", "--train", "--variants", "unet_ce_dice", "--size", "64x32", "--iters", "1", "--device", "cpu",
+               "--data-root", str(synth_root), "--db", db, "--json"])
+    assert rc == 0
+    row = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
+    assert row["variant"] == "unet_ce_dice" and row["size"] == "64x32"
+    assert row["train_images_per_second"] > 0 and row["data_images_per_second"] > 0
+    recorded = Store(db).benchmarks(kind="train")
+    assert len(recorded) == 1 and recorded[0]["metrics"]["train_images_per_second"] == pytest.approx(
+        row["train_images_per_second"])
