@@ -127,18 +127,25 @@ def category_share_figure(summary: pd.DataFrame) -> go.Figure:
 
 
 def benchmark_figure(bench: pd.DataFrame) -> go.Figure:
-    """End-to-end video frames per second, baseline and fast path, per variant; one panel per size."""
+    """End-to-end video frames per second per variant: the baseline, and one bar per fast-path setup
+    (backend, precision, batch); one panel per frame size."""
+    bench = bench.assign(setup=bench["backend"] + " " + bench["precision"] + ", batch " + bench["batch_size"].astype(str))
     sizes = list(dict.fromkeys(bench["size"]))
+    setups = list(dict.fromkeys(bench["setup"]))
+    colors = dict(zip(setups, ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"] * 3))
     fig = make_subplots(rows=1, cols=len(sizes), subplot_titles=sizes, shared_yaxes=True)
     for i, size in enumerate(sizes, start=1):
         part = bench[bench["size"] == size]
-        for col, name, color in (("baseline_fps", "baseline (eager fp32, 1 frame)", "#9e9e9e"),
-                                 ("fast_fps", "fast path", "#1f77b4")):
-            fig.add_trace(go.Bar(x=part["variant"], y=part[col], name=name, marker_color=color, showlegend=i == 1,
-                                 legendgroup=name, customdata=part[["speedup", "agreement"]],
+        base = part.groupby("variant", sort=False)["baseline_fps"].last()  # the latest baseline of each variant
+        fig.add_trace(go.Bar(x=base.index, y=base.values, name="baseline (eager fp32, 1 frame)", marker_color="#9e9e9e",
+                             showlegend=i == 1, legendgroup="baseline",
+                             hovertemplate="%{x}<br>baseline %{y:.2f} fps<extra></extra>"), row=1, col=i)
+        for setup, g in part.groupby("setup", sort=False):
+            fig.add_trace(go.Bar(x=g["variant"], y=g["fast_fps"], name=f"fast: {setup}", marker_color=colors[setup],
+                                 showlegend=i == 1, legendgroup=setup, customdata=g[["speedup", "agreement"]],
                                  hovertemplate="%{x}<br>%{y:.2f} fps<br>speedup x%{customdata[0]:.2f}, "
                                                "agreement %{customdata[1]:.2%}<extra></extra>"), row=1, col=i)
     fig.update_yaxes(title_text="frames per second (end to end)", col=1)
-    fig.update_layout(barmode="group", height=400, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(barmode="group", height=420, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.35))
     return fig

@@ -216,5 +216,8 @@ def test_benchmark_frame_keeps_the_latest_row_per_setup_and_plots_both_paths():
                                  row("a", "1024x512", 2.5, 4)])
     assert len(df) == 3 and df[(df["variant"] == "a") & (df["size"] == "512x256")]["fast_fps"].item() == 3.0
     fig = charts.benchmark_figure(df)
-    assert [t.name for t in fig.data].count("fast path") == 2  # one panel per size
-    assert list(fig.data[1].y) == [3.0, 1.5]
+    fast = [t for t in fig.data if t.name == "fast: torch fp32, batch 4"]
+    assert len(fast) == 2 and list(fast[0].y) == [3.0, 1.5]  # one panel per size
+    onnx = tables.benchmark_frame([row("a", "512x256", 2.0, 1), {**row("a", "512x256", 4.0, 2), "backend": "onnx"}])
+    names = [t.name for t in charts.benchmark_figure(onnx).data]
+    assert names == ["baseline (eager fp32, 1 frame)", "fast: torch fp32, batch 4", "fast: onnx fp32, batch 4"]
