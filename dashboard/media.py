@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from engine.segment import IMAGE_SUFFIXES, encode_png  # noqa: F401  (encode_png: the dashboard's PNG encoder too)
 from engine.video import VIDEO_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
 VIDEO_TYPES = [s.lstrip(".") for s in VIDEO_SUFFIXES]
 MAX_PIXELS = 50_000_000       # larger images are refused (PIL's own bomb limit is ~89 MP)
@@ -126,16 +126,6 @@ def _unzip(up: Upload) -> tuple[list[Upload], list[str]]:
 def _hidden(path: str) -> bool:
     parts = PurePosixPath(path).parts
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """RGB HxWx3 or single-channel HxW uint8 -> PNG bytes (OpenCV: several times faster than PIL)."""
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:

@@ -44,11 +44,20 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def encode_png(array: np.ndarray) -> bytes:
+    """RGB HxWx3 or single-channel HxW uint8 -> PNG bytes (OpenCV: several times faster than PIL)."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
 def write_png(path: Path, array: np.ndarray) -> None:
-    """RGB HxWx3 or single-channel uint8 as PNG (OpenCV)."""
+    """RGB HxWx3 or single-channel uint8 as a PNG file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array):
-        raise OSError(f"could not write {path}")
+    path.write_bytes(encode_png(array))
 
 
 def segment_image(seg: Segmenter, src: Path, out_dir: Path, *, alpha=0.5, visible=None) -> dict:
