@@ -71,7 +71,7 @@ def bench_video(variant: str, *, size: tuple[int, int], frames: int, options: In
             "baseline_fps": b["fps"], "fast_fps": f["fps"], "speedup": f["fps"] / b["fps"], "agreement": agreement,
             "device": device_name(fast.device), "threads": torch.get_num_threads(), "precision": fast.precision,
             "backend": fast.backend_name, "batch_size": options.batch_size, "channels_last": options.channels_last,
-            "torch_version": torch.__version__}
+            "rewrites": fast.rewrites, "calibration": fast.calibration, "torch_version": torch.__version__}
 
 
 def record(store, row: dict, kind: str = "video") -> int:

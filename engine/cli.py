@@ -103,7 +103,8 @@ def _options(a):
     return InferenceOptions(backend=a.backend, precision=a.precision, channels_last=not a.no_channels_last,
                             compile=a.compile, flip=getattr(a, "flip", False),
                             scales=tuple(getattr(a, "scales", None) or (1.0,)),
-                            window=getattr(a, "window", None), batch_size=a.batch_size)
+                            window=getattr(a, "window", None), batch_size=a.batch_size, rewrite=not a.no_rewrites,
+                            min_agreement=a.min_agreement)
 
 
 def _segmenter(a, options=None):
@@ -224,10 +225,12 @@ def cmd_bench(a) -> int:
             else:
                 print(f"{variant:30s} {row['size']:>9s}  model {row['baseline_model_ms']:8.1f} -> {row['fast_model_ms']:8.1f} ms "
                       f"(x{row['model_speedup']:.2f})  end-to-end {row['baseline_fps']:6.2f} -> {row['fast_fps']:6.2f} fps "
-                      f"(x{row['speedup']:.2f})  agreement {row['agreement']:.4f}", flush=True)
+                      f"(x{row['speedup']:.2f})  agreement {row['agreement']:.4f}  [{row['precision']}"
+                      + (f", calibration {row['calibration']['agreement']:.4f}" if row["calibration"] else "") + "]",
+                      flush=True)
     if rows and not a.json:
         r = rows[0]
-        print(f"device {r['device']}, {r['threads']} threads, fast path: {r['backend']} {r['precision']}, "
+        print(f"device {r['device']}, {r['threads']} threads, fast path: {r['backend']}, "
               f"batch {r['batch_size']}, channels_last {r['channels_last']}; torch {r['torch_version']}")
     return 0
 
@@ -342,7 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     def fast_path(p, batch=4):
         p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
         p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                       help="auto: bf16 on CUDA, fp32 on CPU")
+                       help="auto: bf16 on CUDA; on a CPU with native bf16 (AMX), bf16 when it keeps --min-agreement "
+                            "of the float32 labels of a calibration scene, else fp32")
+        p.add_argument("--min-agreement", type=float, default=0.995,
+                       help="precision auto on a bf16 CPU: label agreement with float32 needed for bf16 (default 0.995)")
+        p.add_argument("--no-rewrites", action="store_true",
+                       help="run the model as trained: no BatchNorm folding, no dilated-conv rewrite, no weight cast")
         p.add_argument("--batch-size", type=int, default=batch, help="video frames per forward")
         p.add_argument("--no-channels-last", action="store_true")
         p.add_argument("--compile", action="store_true", help="torch.compile the model (torch backend)")

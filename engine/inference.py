@@ -2,10 +2,16 @@
 
 Evaluation, training-time validation, the dashboard and the CLI all go through here.
 `Segmenter` wraps a checkpoint with the fast path (`InferenceOptions`): inference mode,
-channels_last, reduced precision where asked for (bf16 by default on CUDA only: on the CPU it
-is opt-in, because a barely trained model's near-tied logits can flip under bf16), batches of
-frames, optional torch.compile, the ONNX Runtime backend, flip / multi-scale test-time
-augmentation and sliding-window inference for large images.
+channels_last, the rewrites of `engine.model_rewrites` (BatchNorm folded into convs, wide
+dilations as GEMMs on the CPU, weights stored in the inference dtype), reduced precision where
+it keeps the labels, batches of frames, optional torch.compile, the ONNX Runtime backend, flip /
+multi-scale test-time augmentation and sliding-window inference for large images.
+
+Precision "auto": bf16 on CUDA. On a CPU with native bf16 (AMX or AVX-512 BF16, where it is
+several times faster), bf16 if this checkpoint labels a calibration street scene the same as
+float32 on at least `min_agreement` of its pixels, else float32: a barely trained model's
+near-tied logits can flip under bf16, and then exactness wins. Evaluation (`forward_logits`
+with "auto") stays float32 on the CPU, so recorded accuracy never depends on the CPU model.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from engine import checkpoints
 from engine.data.transforms import to_tensor
+from engine.model_rewrites import prepare_for_inference, weights_in
 
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -45,6 +52,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type != "cuda":
         raise DeviceUnavailable("fp16 inference needs a CUDA device (use bf16 or fp32 on the CPU)")
     return precision
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bf16 natively on this CPU (AMX tiles or AVX-512 BF16)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return torch.backends.mkldnn.is_available() and any(getattr(torch.cpu, f, lambda: False)() for f in probes)
 
 
 def autocast(device: torch.device, precision: str = "auto"):
@@ -78,6 +91,8 @@ class InferenceOptions:
     scales: tuple[float, ...] = (1.0,)          # TTA: input scales, logits averaged at the input size
     window: tuple[int, int] | None = None       # sliding window (W, H) at the input size; None = whole image
     batch_size: int = 4                         # frames per forward in predict_batch
+    rewrite: bool = True                        # engine.model_rewrites (torch backend only)
+    min_agreement: float = 0.995                # "auto" on a bf16 CPU: calibration agreement needed for bf16
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -92,7 +107,7 @@ class InferenceOptions:
     @classmethod
     def baseline(cls) -> InferenceOptions:
         """Plain eager fp32, contiguous NCHW, one image at a time: what the benchmark measures against."""
-        return cls(precision="fp32", channels_last=False, batch_size=1)
+        return cls(precision="fp32", channels_last=False, batch_size=1, rewrite=False)
 
 
 def sliding_window_logits(forward, x: torch.Tensor, window: tuple[int, int], num_classes: int) -> torch.Tensor:
@@ -132,6 +147,8 @@ class Segmenter:
         self.input_size = input_size if input_size == "native" else tuple(
             input_size or recipe.get("eval_size") or recipe["size"])
         self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        self.rewrites: dict = {}
+        self.calibration: dict | None = None   # precision "auto" on a bf16 CPU: how bf16 did
         if self.options.backend == "onnx":
             from engine.onnx_backend import OnnxForward, ensure_onnx
 
@@ -140,10 +157,35 @@ class Segmenter:
             self.backend_name = self._forward.name
             self.precision = "fp32"
         else:
-            model = checkpoints.build_from(self.ckpt).to(self.device, memory_format=self.memory_format)
+            model = checkpoints.build_from(self.ckpt).eval()
+            if self.options.rewrite:
+                model, self.rewrites = prepare_for_inference(model, self.device, self.memory_format)
+            else:
+                model = model.to(self.device, memory_format=self.memory_format)
+            if self.options.precision == "auto" and self.device.type == "cpu" and cpu_has_fast_bf16():
+                model = self._calibrate(model)
+            elif self.options.rewrite and self.precision in ("bf16", "fp16"):
+                model = weights_in(model, self.precision)
             self.model = torch.compile(model) if self.options.compile else model
             self._forward = lambda x: forward_logits(self.model, x, self.precision)
             self.backend_name = "torch" + ("-compile" if self.options.compile else "")
+
+    def _calibrate(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Precision "auto" on a bf16 CPU: bf16 if it keeps `min_agreement` of the float32 labels of
+        a synthetic street scene at the model's input size (512x256 for "native"), else float32."""
+        from engine.data.synthetic import render_scene
+
+        w, h = (512, 256) if self.input_size == "native" else self.input_size
+        x = to_tensor(render_scene(np.random.default_rng(0), w, h)[0])[None].to(self.device)
+        x = x.contiguous(memory_format=self.memory_format)
+        fast = weights_in(model, "bf16") if self.options.rewrite else model
+        with torch.inference_mode():
+            ref = forward_logits(model, x, "fp32").argmax(1)
+            agreement = float((forward_logits(fast, x, "bf16").argmax(1) == ref).float().mean())
+        keep = agreement >= self.options.min_agreement
+        self.precision = "bf16" if keep else "fp32"
+        self.calibration = {"agreement": agreement, "size": f"{w}x{h}", "chosen": self.precision}
+        return fast if keep else model
 
     def _model_input_size(self, h: int, w: int) -> tuple[int, int]:
         """(H, W) the model sees for an image of h x w."""
