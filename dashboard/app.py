@@ -29,6 +29,7 @@ with st.sidebar:
     st.markdown("### :material/location_city: segbench")
     st.caption("Semantic segmentation models for urban street scenes, compared on accuracy, size, speed and cost.")
     st.caption(f"Results store: `{widgets.shown_url(loaders.store_url())}`  \nWeights: `{loaders.weights_dir()}`")
+    widgets.backend_picker()
     if st.button("Reload results", help="Read the results store again (it is re-read every few seconds anyway)"):
         st.cache_data.clear()
 

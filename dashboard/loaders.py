@@ -17,7 +17,7 @@ import streamlit as st
 from dashboard import media
 from engine import settings
 from engine.coverage import class_pixels
-from engine.inference import Segmenter
+from engine.inference import InferenceOptions, Segmenter
 from engine.store import Store
 
 QUERY_TTL_S = 5
@@ -79,17 +79,26 @@ def available_models(url: str, weights_dir: Path) -> list[Model]:
     return sorted(models, key=lambda m: (m.miou is None, -(m.miou or 0.0), m.variant))
 
 
+BACKENDS = {"torch": "PyTorch", "onnx": "ONNX Runtime"}   # engine.inference backends, as the sidebar names them
+
+
+def backend() -> str:
+    """The inference backend chosen in the sidebar (widgets.backend_picker); PyTorch by default."""
+    return st.session_state.get("backend", "torch")
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
-def segmenter(checkpoint: str, mtime_ns: int, device: str = "auto") -> Segmenter:
-    """One loaded model per checkpoint file version (mtime_ns makes a retrained file load anew)."""
-    return Segmenter(checkpoint, device=device)
+def segmenter(checkpoint: str, mtime_ns: int, backend: str = "torch", device: str = "auto") -> Segmenter:
+    """One loaded model per checkpoint file version (mtime_ns makes a retrained file load anew) and
+    backend ("onnx" exports the checkpoint next to it the first time)."""
+    return Segmenter(checkpoint, device=device, options=InferenceOptions(backend=backend))
 
 
 @dataclass(frozen=True)
 class Prediction:
     labels: np.ndarray      # trainIds uint8 HxW at the image's own resolution
     seconds: float          # wall time of the model run (resize, forward, upsample, argmax)
-    device: str
+    device: str             # where it ran and how, e.g. "cpu, torch bf16"
     pixels: np.ndarray      # pixels per class (engine.coverage.class_pixels), for the legend
     preview: np.ndarray     # labels at the on-screen size (media.preview_size)
 
@@ -97,15 +106,16 @@ class Prediction:
 def predict(model: Model, image: np.ndarray, digest: str) -> Prediction:
     """The model's labels for this image, computed once per (checkpoint, image) in this session."""
     cache: dict = st.session_state.setdefault("_predictions", {})
-    key = (str(model.checkpoint), model.mtime_ns, digest)
+    key = (str(model.checkpoint), model.mtime_ns, backend(), digest)
     if key not in cache:
-        for k in [k for k in cache if k[2] != digest]:  # keep only the current image's predictions
+        for k in [k for k in cache if k[-1] != digest]:  # keep only the current image's predictions
             del cache[k]
-        seg = segmenter(str(model.checkpoint), model.mtime_ns)
+        seg = segmenter(str(model.checkpoint), model.mtime_ns, backend())
         t0 = time.perf_counter()
         labels = seg.predict(image)
         seconds = time.perf_counter() - t0
-        cache[key] = Prediction(labels, seconds, seg.device.type, class_pixels(labels), media.preview(labels))
+        cache[key] = Prediction(labels, seconds, f"{seg.device.type}, {seg.backend_name} {seg.precision}",
+                                class_pixels(labels), media.preview(labels))
         st.session_state["inference_calls"] = st.session_state.get("inference_calls", 0) + 1
     return cache[key]
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import loaders, tables
 from engine.classes import CATEGORIES, CLASS_CATEGORIES, CLASS_NAMES, NUM_CLASSES, PALETTE
+from engine.onnx_backend import OnnxUnavailable
 from engine.store import StoreVersionError
 
 TRAIN_HINT = ("Train and evaluate every variant in a few minutes with `python -m engine demo --no-dashboard` "
@@ -62,6 +63,23 @@ def models_or_stop() -> list[loaders.Model]:
                 f"(set `WEIGHTS_DIR` to use another).\n\n{TRAIN_HINT}")
         st.stop()
     return models
+
+
+def backend_picker() -> str:
+    """The sidebar's choice of inference backend for Compare and Coverage (session state "backend")."""
+    return st.selectbox("Inference backend", list(loaders.BACKENDS), key="backend", format_func=loaders.BACKENDS.get,
+                        help="How Compare and Coverage run the models: PyTorch (BatchNorm folded, calibrated bf16 "
+                             "on CPUs with AMX), or ONNX Runtime (float32; the checkpoint is exported next to "
+                             "itself the first time).")
+
+
+def segmenter_or_stop(model: loaders.Model):
+    """The model loaded for the chosen backend; stops the page with the reason when it cannot be."""
+    try:
+        return loaders.segmenter(str(model.checkpoint), model.mtime_ns, loaders.backend())
+    except OnnxUnavailable as e:
+        st.error(f"{model.variant} cannot run on ONNX Runtime here: {e}\n\nChoose PyTorch in the sidebar.")
+        st.stop()
 
 
 def pick_model(label: str, models: list[loaders.Model], slot: str, default: int = 0) -> loaders.Model:

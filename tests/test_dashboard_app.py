@@ -143,6 +143,23 @@ def test_compare_an_image_then_change_the_view_without_rerunning_models(app, das
     assert {m.label: m.value for m in at.metric}["Pixels where A and B agree"] == "100.0%"
 
 
+def test_compare_on_the_onnx_runtime_backend_chosen_in_the_sidebar(app, dashboard_data):
+    at = app("compare")
+    assert at.selectbox(key="backend").value == "torch"
+    at.file_uploader(key="compare_upload").set_value(("street.png", _png(128, 64), "image/png")).run()
+    torch_labels = [p.labels for p in at.session_state["_predictions"].values()]
+    assert all("on cpu, torch" in e.captions[0] for e in at.get("image"))
+    at.selectbox(key="backend").set_value("onnx").run()
+    assert not at.exception and not at.error
+    assert all("on cpu, onnxruntime-cpu fp32" in e.captions[0] for e in at.get("image"))
+    assert at.session_state["inference_calls"] == 4   # both models again, on the other backend
+    onnx_labels = [p.labels for k, p in at.session_state["_predictions"].items() if k[2] == "onnx"]
+    assert len(onnx_labels) == 2
+    for a in onnx_labels:   # the same model (exactness of the export itself: test_onnx_backend)
+        assert a.shape == (64, 128) and max(np.mean(a == b) for b in torch_labels) >= 0.95
+    assert all((Path(dashboard_data.weights) / v / "best.onnx").is_file() for v in dashboard_data.variants)
+
+
 def _jpeg(w, h) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(render_scene(np.random.default_rng(1), w, h)[0]).save(buf, format="JPEG")

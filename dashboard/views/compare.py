@@ -104,6 +104,7 @@ def show_legend(pixels_a, pixels_b) -> None:
 
 
 if kind == "image":
+    widgets.segmenter_or_stop(model_a), widgets.segmenter_or_stop(model_b)   # loaded, or the reason shown
     with st.spinner("Running both models ..."):
         pa = loaders.predict(model_a, image, upload.digest)
         pb = loaders.predict(model_b, image, upload.digest)
@@ -151,8 +152,8 @@ if result is not None and st.session_state.get("_video_job") != job:
 if st.button("Process video", type="primary", key="process_video"):
     bar = st.progress(0.0, text="Processing frames ...")
     total = int(limit if not info.frames else min(limit, info.frames))
-    seg_a = loaders.segmenter(str(model_a.checkpoint), model_a.mtime_ns)
-    seg_b = loaders.segmenter(str(model_b.checkpoint), model_b.mtime_ns)
+    seg_a = widgets.segmenter_or_stop(model_a)
+    seg_b = widgets.segmenter_or_stop(model_b)
     try:
         result = process_video(src, seg_a.predict_batch, seg_b.predict_batch, workdir / "out", max_frames=int(limit), mode=mode,
                                alpha=alpha, visible=visible,

@@ -32,7 +32,7 @@ if result is not None and result["job"] != job:
 
 if result is None:
     rows, bar = [], st.progress(0.0, text="Labelling images ...")
-    seg = loaders.segmenter(str(model.checkpoint), model.mtime_ns)
+    seg = widgets.segmenter_or_stop(model)
     for k, up in enumerate(images):
         try:
             labels = seg.predict(media.decode_image(up.name, up.data))
