@@ -104,7 +104,8 @@ def show_legend(pixels_a, pixels_b) -> None:
 
 
 if kind == "image":
-    widgets.segmenter_or_stop(model_a), widgets.segmenter_or_stop(model_b)   # loaded, or the reason shown
+    for m in (model_a, model_b):
+        _ = widgets.segmenter_or_stop(m)   # loaded now, or the page stops with the reason
     with st.spinner("Running both models ..."):
         pa = loaders.predict(model_a, image, upload.digest)
         pb = loaders.predict(model_b, image, upload.digest)

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, loaders, media, widgets
+from dashboard import charts, media, widgets
 from engine import coverage
 from engine.data.synthetic import render_scene
 
