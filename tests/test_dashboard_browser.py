@@ -197,7 +197,8 @@ def test_compare_an_uploaded_image_and_a_corrupt_one(page, dashboard_data, tmp_p
     captions = page.locator("[data-testid='stImageCaption']")
     expect(captions).to_have_count(2)
     for text in captions.all_inner_texts():
-        assert re.fullmatch(r"320x160 · inference \d+ ms on (cpu|cuda|mps)", text.strip()), text
+        assert re.fullmatch(r"320x160 · inference \d+ ms on (cpu|cuda), (torch|onnxruntime-\w+) (fp32|bf16|fp16)",
+                            text.strip()), text
     expect(page.get_by_text(f"A · {best}", exact=True)).to_be_visible()  # best mIoU first
     expect(page.get_by_text(f"B · {second}", exact=True)).to_be_visible()
     agree = page.locator("[data-testid='stMetric']").filter(has_text="Pixels where A and B agree")
