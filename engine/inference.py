@@ -164,11 +164,15 @@ class Segmenter:
                 model = model.to(self.device, memory_format=self.memory_format)
             if self.options.precision == "auto" and self.device.type == "cpu" and cpu_has_fast_bf16():
                 model = self._calibrate(model)
-            elif self.options.rewrite and self.precision in ("bf16", "fp16"):
-                model = weights_in(model, self.precision)
+            else:
+                model = self._in_precision(model, self.precision)
             self.model = torch.compile(model) if self.options.compile else model
             self._forward = lambda x: forward_logits(self.model, x, self.precision)
             self.backend_name = "torch" + ("-compile" if self.options.compile else "")
+
+    def _in_precision(self, model: torch.nn.Module, precision: str) -> torch.nn.Module:
+        """With rewrites, a copy whose conv weights are stored in the autocast dtype; else `model`."""
+        return weights_in(model, precision) if self.options.rewrite and precision in ("bf16", "fp16") else model
 
     def _calibrate(self, model: torch.nn.Module) -> torch.nn.Module:
         """Precision "auto" on a bf16 CPU: bf16 if it keeps `min_agreement` of the float32 labels of
@@ -176,9 +180,8 @@ class Segmenter:
         from engine.data.synthetic import render_scene
 
         w, h = (512, 256) if self.input_size == "native" else self.input_size
-        x = to_tensor(render_scene(np.random.default_rng(0), w, h)[0])[None].to(self.device)
-        x = x.contiguous(memory_format=self.memory_format)
-        fast = weights_in(model, "bf16") if self.options.rewrite else model
+        x = self._prepare([render_scene(np.random.default_rng(0), w, h)[0]]).contiguous(memory_format=self.memory_format)
+        fast = self._in_precision(model, "bf16")
         with torch.inference_mode():
             ref = forward_logits(model, x, "fp32").argmax(1)
             agreement = float((forward_logits(fast, x, "bf16").argmax(1) == ref).float().mean())
