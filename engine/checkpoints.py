@@ -1,24 +1,31 @@
 """The only place that writes and reads weights.
 
 A checkpoint is a plain dict of tensors and Python primitives (no pickled classes), saved
-atomically (temp file + rename) and loaded with `torch.load(weights_only=True)`:
+atomically (temp file + rename, `engine.files`) and loaded with `torch.load(weights_only=True)`,
+which refuses any pickle that would import or call code. `save(..., store=)` records the file's
+sha256 in the results store; `load(..., store=)` checks the file against that record.
 
     format, arch, num_classes, model (state dict), recipe (dict), classes (names, label ids, colors),
     run_uid, epoch, iteration, metrics, code_version, created_at
-    [+ optimizer, scheduler, rng: in `last.pt`, for --resume]
+    [+ optimizer, scheduler, rng, best_miou, elapsed_seconds, in_epoch: in `last.pt`, for --resume;
+     there `epoch` is the last epoch completed and `in_epoch` (steps, loss_sum, seconds) the
+     position inside the next one when it was written mid-epoch]
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 import subprocess
-import tempfile
+import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from engine import __version__, classes, settings
+from engine import __version__, classes, files, settings
 
 FORMAT = "segbench-checkpoint/1"
 
@@ -48,44 +55,74 @@ def variant_dir(variant: str, weights_dir=None) -> Path:
 
 
 def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+        return _sha256_of(f)
+
+
+def _sha256_of(f) -> str:
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
 def save(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], *, arch: str, recipe: dict, run_uid: str,
-         epoch: int, iteration: int, metrics: dict, extra: dict | None = None) -> str:
-    """Write a model's state dict and its description atomically; returns the file's sha256."""
+         epoch: int, iteration: int, metrics: dict, extra: dict | None = None, store=None,
+         run_id: int | None = None) -> str:
+    """Write a model's state dict and its description atomically; returns the file's sha256, which
+    is also recorded in `store` when given (kind: the file's stem, "best" or "last")."""
     state = {k: v.detach().cpu() for k, v in state_dict.items()}
     ckpt = {"format": FORMAT, "arch": arch, "num_classes": classes.NUM_CLASSES, "model": state, "recipe": recipe,
             "classes": class_table(), "run_uid": run_uid, "epoch": epoch, "iteration": iteration,
             "metrics": metrics, "code_version": code_version(),
             "created_at": datetime.now(timezone.utc).isoformat(), **(extra or {})}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return sha256(path)
+    with files.atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+        digest = sha256(tmp)  # hashed before the rename: the record is current as soon as it is written
+    if store is not None:
+        store.record_checkpoint(path, digest, kind=path.stem, run_uid=run_uid, run_id=run_id)
+    return digest
 
 
-def load(path: str | os.PathLike, map_location="cpu") -> dict:
+def load(path: str | os.PathLike, map_location="cpu", *, store=None) -> dict:
+    """A checkpoint's dict, read as data only (weights_only: a pickle that would run code is refused).
+    With `store`, the file's sha256 must match the one recorded when training wrote it; a file with
+    no record (copied from elsewhere) loads unchecked. The hash and the load read the same open
+    file, so a checkpoint replaced in between cannot slip through."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train one with `python -m engine train --variant NAME`")
+    for attempt in (0, 1):
+        with open(path, "rb") as f:
+            if store is None:
+                return _read(path, f, map_location)
+            record, digest = store.checkpoint_record(path), _sha256_of(f)
+            if record is None or record["sha256"] == digest:
+                f.seek(0)
+                return _read(path, f, map_location)
+        if attempt == 0:  # training may be between replacing the file and recording its hash: look again
+            time.sleep(1.0)
+    raise CheckpointError(f"{path}: sha256 {digest[:12]}… does not match the {record['sha256'][:12]}… recorded when "
+                          f"it was written ({record['written_at']:%Y-%m-%d %H:%M:%S} UTC); the file was changed or "
+                          f"corrupted")
+
+
+def _read(path: Path, f, map_location) -> dict:
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # weights_only refuses anything that would run code when unpickled
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError):  # torch's own message suggests weights_only=False: never
+            what = re.search(r"GLOBAL [\w.]+|Unsupported operand \d+", text)
+            raise CheckpointError(
+                f"{path}: refused to load: it holds pickled Python objects ({what.group(0) if what else 'not plain data'}),"
+                f" not just tensors and plain data; unpickling them could run code, so checkpoints are only loaded "
+                f"as data (torch.load weights_only=True)") from None
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: "
+                              f"{text.splitlines()[0] if text else 'the file ends early'})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a segbench checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__})")
     return ckpt

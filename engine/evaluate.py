@@ -64,7 +64,7 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_roo
     """Evaluate a checkpoint on a split, profile it, record both in the store; returns the summary."""
     dev = select_device(device)
     path = checkpoints.resolve(variant, checkpoint, weights_dir)
-    ckpt = checkpoints.load(path)
+    ckpt = checkpoints.load(path, store=store)  # with a store: checked against the sha256 recorded at training
     model = checkpoints.build_from(ckpt).to(dev)
     recipe = ckpt["recipe"]
     variant = variant or recipe["name"]

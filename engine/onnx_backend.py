@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import importlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from engine import checkpoints
+from engine import checkpoints, files
 
 SHA_KEY = "segbench_checkpoint_sha256"
 # Archs that zero-pad their input to a multiple of N behind a Python `if`: the tracer would bake in
@@ -83,19 +81,12 @@ def export_onnx(checkpoint_path, out=None, *, opset: int = 17) -> Path:
     model = onnx.load_from_string(buf.getvalue())
     for key, value in ((SHA_KEY, digest), ("segbench_arch", ckpt["arch"]), ("segbench_format", checkpoints.FORMAT)):
         model.metadata_props.add(key=key, value=value)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, out)
-    except onnx.checker.ValidationError as e:
-        raise OnnxUnavailable(f"ONNX export of {checkpoint_path} is invalid: {str(e).splitlines()[0]}") from e
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with files.atomic_path(out) as tmp:  # checked before it takes the real name
+        tmp.write_bytes(model.SerializeToString())
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as e:
+            raise OnnxUnavailable(f"ONNX export of {checkpoint_path} is invalid: {str(e).splitlines()[0]}") from e
     return out
 
 

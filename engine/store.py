@@ -4,11 +4,18 @@ This is the only module with SQL/ORM code; callers get plain dicts and lists of 
 The URL is any SQLAlchemy URL (default `engine.settings.db_url()`: RESULTS_DB or
 sqlite:///<repo>/results.db). On SQLite every connection runs in WAL mode with a 30 s busy
 timeout and foreign keys on, so a dashboard can read while training writes. Every write is
-its own short transaction. Datetimes are timezone-aware UTC. Float metrics that are NaN or
-infinite are stored as None (NULL), never NaN.
+its own short transaction, begun on SQLite with BEGIN IMMEDIATE (it waits for the write lock up
+front, so its reads and writes are one atomic step); every read session sees one snapshot.
+Datetimes are timezone-aware UTC. Float metrics that are NaN or infinite are stored as None
+(NULL), never NaN.
 
 `log_epoch` is an upsert on (run_id, epoch): logging an epoch again (resumed training)
-replaces that epoch's row.
+replaces that epoch's row. `record_checkpoint` keeps the sha256 of every checkpoint file training
+writes (upsert by resolved path), which `engine.checkpoints.load(..., store=)` checks.
+
+The schema carries a version (meta.schema_version). Opening a store of an older version this code
+knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table); any other
+version is refused with StoreVersionError before anything is written.
 """
 from __future__ import annotations
 
@@ -20,16 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator,
-                        UniqueConstraint, create_engine, event, func, select)
+                        UniqueConstraint, create_engine, event, func, inspect, select)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from engine import settings
 from engine.classes import CLASS_NAMES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATABLE = {"1"}  # older versions that migrating is purely additive for (create the new tables)
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+class StoreUrlError(ValueError):
+    """RESULTS_DB / --db is not a database URL."""
 
 
 class StoreVersionError(RuntimeError):
@@ -150,6 +162,18 @@ class ClassIoU(Base):
     iou: Mapped[float | None] = mapped_column(Float)
 
 
+class CheckpointFile(Base):
+    """A checkpoint file as training wrote it: its sha256 is checked when it is loaded."""
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True)   # resolved absolute path
+    sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))                  # best | last
+    run_uid: Mapped[str | None] = mapped_column(String(32))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
 class Benchmark(Base):
     __tablename__ = "benchmarks"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -200,8 +224,24 @@ def _evaluation_dict(ev: Evaluation) -> dict:
     return _as_dict(ev) | {"per_class_iou": {c.class_name: c.iou for c in ev.class_rows}}
 
 
+def _parse(url: str):
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise StoreUrlError(f"{url!r} is not a database URL; use e.g. sqlite:///results.db or "
+                            f"postgresql+psycopg://user@host/db (RESULTS_DB or --db)") from None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    u = _parse(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return None
+    return Path(u.database).expanduser()
+
+
 def _engine_for(url: str):
-    u = make_url(url)
+    u = _parse(url)
     if u.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
@@ -210,40 +250,67 @@ def _engine_for(url: str):
 
     @event.listens_for(eng, "connect")
     def _sqlite_pragmas(dbapi_conn, _record):  # the only SQLite-specific SQL in the project
+        dbapi_conn.isolation_level = None  # transactions are begun below, not implicitly by the sqlite3 module
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
+    @event.listens_for(eng, "begin")
+    def _sqlite_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
     return eng
+
+
+_WRITE = "segbench_write"  # execution option of Store._writer: its transactions take the write lock first
 
 
 class Store:
     def __init__(self, url: str | None = None):
         self.url = settings.db_url(url)
         self._engine = _engine_for(self.url)
+        self._writer = self._engine.execution_options(**{_WRITE: True})
         for attempt in range(3):  # two processes creating a fresh database at once: the loser retries
             try:
-                Base.metadata.create_all(self._engine)
-                self._check_version()
+                if self._version() != str(SCHEMA_VERSION):  # an up-to-date store is only read, never written
+                    self._create_or_migrate()
                 break
             except (IntegrityError, OperationalError, ProgrammingError):
                 if attempt == 2:
                     raise
                 time.sleep(0.2)
 
-    def _check_version(self) -> None:
-        with Session(self._engine) as s, s.begin():
-            row = s.get(Meta, "schema_version")
-            if row is None:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+    def _version(self, conn=None) -> str | None:
+        """meta.schema_version; None for an empty database. Raises StoreVersionError for one this
+        code can neither use nor migrate."""
+        if conn is None:
+            with self._engine.connect() as c:
+                return self._version(c)
+        version = (conn.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+                   if inspect(conn).has_table(Meta.__tablename__) else None)
+        if version is not None and version != str(SCHEMA_VERSION) and version not in MIGRATABLE:
+            shown = make_url(self.url).render_as_string(hide_password=True)
+            raise StoreVersionError(
+                f"results store {shown} has schema version {version}, but this code expects schema version "
+                f"{SCHEMA_VERSION}; migrate the database or point RESULTS_DB at a new one")
+        return version
+
+    def _create_or_migrate(self) -> None:
+        """Create the tables (a new store) or add the missing ones (an older version in MIGRATABLE), and
+        record SCHEMA_VERSION, in one write transaction (on SQLite BEGIN IMMEDIATE: a second process
+        opening the same old store waits for the lock, then finds it migrated)."""
+        with self._writer.begin() as conn:
+            version = self._version(conn)
+            if version == str(SCHEMA_VERSION):
                 return
-            if row.value != str(SCHEMA_VERSION):
-                shown = make_url(self.url).render_as_string(hide_password=True)
-                raise StoreVersionError(
-                    f"results store {shown} has schema version {row.value}, but this code expects schema version "
-                    f"{SCHEMA_VERSION}; migrate the database or point RESULTS_DB at a new one")
+            Base.metadata.create_all(conn)
+            if version is None:
+                conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            else:
+                conn.execute(Meta.__table__.update().where(Meta.key == "schema_version")
+                             .values(value=str(SCHEMA_VERSION)))
 
     def close(self) -> None:
         self._engine.dispose()
@@ -264,7 +331,7 @@ class Store:
                   hyperparameters=_jsonable(hyperparameters), dataset=dataset, data_root=str(data_root),
                   train_images=int(train_images), val_images=int(val_images), device=str(device),
                   code_version=str(code_version), status="running", epochs_done=0, started_at=_now())
-        with Session(self._engine) as s, s.begin():
+        with Session(self._writer) as s, s.begin():
             s.add(run)
             s.flush()
             return run.id
@@ -275,7 +342,7 @@ class Store:
         values = dict(iteration=int(iteration), train_loss=_f(train_loss), val_loss=_f(val_loss),
                       val_miou=_f(val_miou), val_pixel_accuracy=_f(val_pixel_accuracy), lr=_f(lr),
                       seconds=_f(seconds), images_per_second=_f(images_per_second), logged_at=_now())
-        with Session(self._engine) as s, s.begin():
+        with Session(self._writer) as s, s.begin():
             run = s.get(Run, run_id)
             if run is None:
                 raise KeyError(f"no run with id {run_id}")
@@ -293,7 +360,7 @@ class Store:
                    best_miou=None, checkpoint=None) -> None:
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
-        with Session(self._engine) as s, s.begin():
+        with Session(self._writer) as s, s.begin():
             run = s.get(Run, run_id)
             if run is None:
                 raise KeyError(f"no run with id {run_id}")
@@ -306,11 +373,36 @@ class Store:
 
     def reopen_run(self, run_id) -> None:
         """A resumed run is running again (its epochs so far are kept)."""
-        with Session(self._engine) as s, s.begin():
+        with Session(self._writer) as s, s.begin():
             run = s.get(Run, run_id)
             if run is None:
                 raise KeyError(f"no run with id {run_id}")
             run.status, run.error, run.finished_at = "running", None, None
+
+    def record_checkpoint(self, path, sha256: str, *, kind: str, run_uid: str | None = None,
+                          run_id: int | None = None) -> None:
+        """Upsert by resolved path: the file's sha256 as just written (checked by checkpoints.load)."""
+        values = dict(sha256=sha256, kind=kind, run_uid=run_uid, run_id=run_id, written_at=_now())
+        key = str(Path(path).resolve())
+        for attempt in range(2):  # two writers inserting the same new path at once: the loser updates
+            try:
+                with Session(self._writer) as s, s.begin():
+                    row = s.scalar(select(CheckpointFile).where(CheckpointFile.path == key))
+                    if row is None:
+                        s.add(CheckpointFile(path=key, **values))
+                    else:
+                        for k, v in values.items():
+                            setattr(row, k, v)
+                return
+            except IntegrityError:
+                if attempt:
+                    raise
+
+    def checkpoint_record(self, path) -> dict | None:
+        """What `record_checkpoint` recorded for this file (path resolved), or None."""
+        with Session(self._engine) as s:
+            row = s.scalar(select(CheckpointFile).where(CheckpointFile.path == str(Path(path).resolve())))
+            return None if row is None else _as_dict(row)
 
     def record_evaluation(self, *, run_id: int | None, variant, checkpoint, checkpoint_sha256, dataset, split,
                           num_images, eval_size, miou, pixel_accuracy, mean_loss,
@@ -330,7 +422,7 @@ class Store:
                         peak_memory_mb=_f(peak_memory_mb), created_at=_now())
         ev.class_rows = [ClassIoU(class_id=i, class_name=name, iou=_f(per_class_iou[name]))
                          for i, name in enumerate(CLASS_NAMES) if name in per_class_iou]
-        with Session(self._engine) as s, s.begin():
+        with Session(self._writer) as s, s.begin():
             s.add(ev)
             s.flush()
             return ev.id
@@ -340,7 +432,7 @@ class Store:
         b = Benchmark(kind=kind, variant=variant, size=str(size), device=str(device), threads=_i(threads),
                       precision=precision, backend=backend, torch_version=str(torch_version),
                       metrics=_jsonable(metrics), created_at=_now())
-        with Session(self._engine) as s, s.begin():
+        with Session(self._writer) as s, s.begin():
             s.add(b)
             s.flush()
             return b.id
@@ -351,7 +443,7 @@ class Store:
         cutoff = _now() - timedelta(seconds=older_than_s)
         last_epoch = (select(Epoch.run_id, func.max(Epoch.logged_at).label("last"))
                       .group_by(Epoch.run_id).subquery())
-        with Session(self._engine) as s, s.begin():
+        with Session(self._writer) as s, s.begin():
             rows = s.execute(select(Run, last_epoch.c.last).outerjoin(last_epoch, last_epoch.c.run_id == Run.id)
                              .where(Run.status == "running")).all()
             stale = [run for run, last in rows if max(run.started_at, last or run.started_at) < cutoff]

@@ -316,3 +316,82 @@ def test_mark_stale_running(store, tmp_path):
     assert store.run(old)["error"]
     assert store.mark_stale_running(600) == 0
     assert store.mark_stale_running(0) == 2 and len(store.runs(status="interrupted")) == 3
+
+
+def _make_v1_store(tmp_path) -> tuple[str, int]:
+    """A store as schema version 1 left it: today's tables minus `checkpoints`, meta says 1."""
+    url = _url(tmp_path)
+    s = Store(url)
+    rid = _start(s, variant="from_v1")
+    _epoch(s, rid, 1, miou=0.25)
+    _evaluate(s, rid, 0.3, variant="from_v1")
+    s.close()
+    con = sqlite3.connect(tmp_path / "results.db")
+    con.execute("DROP TABLE checkpoints")
+    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    return url, rid
+
+
+def _tables(db: Path) -> set[str]:
+    con = sqlite3.connect(db)
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        con.close()
+
+
+def test_v1_store_migrates_to_current_version_keeping_its_rows(tmp_path):
+    url, rid = _make_v1_store(tmp_path)
+    assert "checkpoints" not in _tables(tmp_path / "results.db")
+    s = Store(url)
+    con = sqlite3.connect(tmp_path / "results.db")
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "2"
+    con.close()
+    assert [r["variant"] for r in s.runs()] == ["from_v1"] and [e["epoch"] for e in s.epochs(rid)] == [1]
+    assert s.leaderboard()[0]["miou"] == pytest.approx(0.3)
+    s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="u", run_id=rid)
+    assert s.checkpoint_record(tmp_path / "w" / "best.pt")["sha256"] == "cd" * 32
+    s.close()
+    Store(url).close()  # opening the migrated store again is a no-op
+
+
+def test_v1_store_opened_by_several_processes_at_once(tmp_path):
+    url, rid = _make_v1_store(tmp_path)
+    code = ("import sys; from engine.store import Store; s = Store(sys.argv[1]); "
+            "print(len(s.runs()), s.checkpoint_record('/nowhere') is None)")
+    procs = [_python(code, url) for _ in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert out.split() == ["1", "True"]
+    con = sqlite3.connect(tmp_path / "results.db")
+    assert con.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+    con.close()
+
+
+def test_newer_schema_version_is_refused_untouched(tmp_path):
+    url, _ = _make_v1_store(tmp_path)
+    con = sqlite3.connect(tmp_path / "results.db")
+    con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreVersionError, match=r"has schema version 99, but this code expects schema version 2"):
+        Store(url)
+    assert "checkpoints" not in _tables(tmp_path / "results.db")  # nothing written to a store it cannot use
+
+
+def test_record_checkpoint_upserts_by_resolved_path(store, tmp_path):
+    rid = _start(store, uid="a" * 32)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "w", target_is_directory=True)
+    store.record_checkpoint(tmp_path / "w" / "best.pt", "11" * 32, kind="best", run_uid="a" * 32, run_id=rid)
+    store.record_checkpoint(tmp_path / "link" / ".." / "w" / "best.pt", "22" * 32, kind="best", run_id=rid)
+    rec = store.checkpoint_record(tmp_path / "link" / "best.pt")  # same file through a symlinked folder
+    assert rec["sha256"] == "22" * 32 and rec["path"] == str((tmp_path / "w" / "best.pt").resolve())
+    assert rec["kind"] == "best" and rec["run_id"] == rid and rec["written_at"].tzinfo is not None
+    assert store.checkpoint_record(tmp_path / "w" / "last.pt") is None
+    con = sqlite3.connect(tmp_path / "results.db")
+    assert con.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 1
+    con.close()
