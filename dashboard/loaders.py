@@ -90,8 +90,9 @@ def backend() -> str:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
 def segmenter(checkpoint: str, mtime_ns: int, backend: str = "torch", device: str = "auto") -> Segmenter:
     """One loaded model per checkpoint file version (mtime_ns makes a retrained file load anew) and
-    backend ("onnx" exports the checkpoint next to it the first time)."""
-    return Segmenter(checkpoint, device=device, options=InferenceOptions(backend=backend))
+    backend ("onnx" exports the checkpoint next to it the first time). Loading checks the file's
+    sha256 against the one recorded when training wrote it: once per file version, never per rerun."""
+    return Segmenter(checkpoint, device=device, options=InferenceOptions(backend=backend), store=store(store_url()))
 
 
 @dataclass(frozen=True)

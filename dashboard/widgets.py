@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import loaders, tables
 from engine.classes import CATEGORIES, CLASS_CATEGORIES, CLASS_NAMES, NUM_CLASSES, PALETTE
+from engine.checkpoints import CheckpointError
 from engine.onnx_backend import OnnxUnavailable
 from engine.store import StoreVersionError
 
@@ -79,6 +80,9 @@ def segmenter_or_stop(model: loaders.Model):
         return loaders.segmenter(str(model.checkpoint), model.mtime_ns, loaders.backend())
     except OnnxUnavailable as e:
         st.error(f"{model.variant} cannot run on ONNX Runtime here: {e}\n\nChoose PyTorch in the sidebar.")
+        st.stop()
+    except CheckpointError as e:  # refused: pickled code, or not the file training wrote (sha256)
+        st.error(f"{model.variant}: {e}")
         st.stop()
 
 

@@ -62,7 +62,7 @@ def bench_video(variant: str, *, size: tuple[int, int], frames: int, options: In
         clip = synthetic_clip(tmp / "clip.mp4", size, frames)
         first = next(video.read_frames(clip))
         base_ms = model_ms_per_frame(base, first, 1, repeats)
-        fast_ms = model_ms_per_frame(fast, first, options.batch_size, repeats)
+        fast_ms = model_ms_per_frame(fast, first, fast.options.batch_size, repeats)
         b = segment_video(base, clip, tmp / "baseline.mp4", overlapped=False, keep_labels=True)
         f = segment_video(fast, clip, tmp / "fast.mp4", overlapped=True, keep_labels=True)
     agreement = float(np.mean([np.mean(x == y) for x, y in zip(b["labels"], f["labels"])]))
@@ -70,7 +70,7 @@ def bench_video(variant: str, *, size: tuple[int, int], frames: int, options: In
             "baseline_model_ms": base_ms, "fast_model_ms": fast_ms, "model_speedup": base_ms / fast_ms,
             "baseline_fps": b["fps"], "fast_fps": f["fps"], "speedup": f["fps"] / b["fps"], "agreement": agreement,
             "device": device_name(fast.device), "threads": torch.get_num_threads(), "precision": fast.precision,
-            "backend": fast.backend_name, "batch_size": options.batch_size, "channels_last": options.channels_last,
+            "backend": fast.backend_name, "batch_size": fast.options.batch_size, "channels_last": options.channels_last,
             "rewrites": fast.rewrites, "calibration": fast.calibration, "torch_version": torch.__version__}
 
 

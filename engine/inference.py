@@ -16,7 +16,7 @@ with "auto") stays float32 on the CPU, so recorded accuracy never depends on the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ class InferenceOptions:
     flip: bool = False                          # TTA: average with the horizontally flipped image
     scales: tuple[float, ...] = (1.0,)          # TTA: input scales, logits averaged at the input size
     window: tuple[int, int] | None = None       # sliding window (W, H) at the input size; None = whole image
-    batch_size: int = 4                         # frames per forward in predict_batch
+    batch_size: int | None = None               # frames per forward in predict_batch; None = 4 on CUDA, 1 on CPU
     rewrite: bool = True                        # engine.model_rewrites (torch backend only)
     min_agreement: float = 0.995                # "auto" on a bf16 CPU: calibration agreement needed for bf16
 
@@ -101,7 +101,7 @@ class InferenceOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError(f"TTA scales must be positive, got {self.scales}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
     @classmethod
@@ -136,11 +136,17 @@ class Segmenter:
     """
 
     def __init__(self, checkpoint_path, device: str | torch.device = "auto",
-                 input_size: tuple[int, int] | str | None = None, options: InferenceOptions | None = None):
+                 input_size: tuple[int, int] | str | None = None, options: InferenceOptions | None = None,
+                 store=None):
         self.options = options or InferenceOptions()
         self.checkpoint_path = checkpoint_path
-        self.ckpt = checkpoints.load(checkpoint_path)
+        self.ckpt = checkpoints.load(checkpoint_path, store=store)  # store: check the sha256 recorded at training
         self.device = select_device(str(device))
+        if self.options.batch_size is None:
+            # a GPU needs several frames to fill; on the CPU one frame already fills every core, and a
+            # batch only grows the working set past the caches (R101 bf16 at 1024x512, 2 cores: batch 1
+            # ~0.95 s/frame, batch 4 ~1.7 s/frame; docs/benchmarks.md)
+            self.options = replace(self.options, batch_size=4 if self.device.type == "cuda" else 1)
         self.precision = resolve_precision(self.options.precision, self.device)
         self.num_classes = int(self.ckpt["num_classes"])
         recipe = self.ckpt["recipe"]["data"]

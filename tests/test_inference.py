@@ -48,6 +48,15 @@ def test_fast_path_agrees_with_the_baseline_and_batches_equal_single_frames(ckpt
         fast.predict_batch([frames[0], frames[0][:40]])
 
 
+def test_batch_size_defaults_to_one_frame_on_the_cpu(ckpt, frames):
+    auto = Segmenter(ckpt, "cpu", options=InferenceOptions(precision="fp32"))
+    assert InferenceOptions().batch_size is None and auto.options.batch_size == 1
+    assert Segmenter(ckpt, "cpu", options=InferenceOptions(batch_size=3, precision="fp32")).options.batch_size == 3
+    assert len(auto.predict_batch(frames)) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        InferenceOptions(batch_size=0)
+
+
 def test_native_input_size_and_the_recipe_size(ckpt, frames):
     recipe_size = Segmenter(ckpt, "cpu")
     native = Segmenter(ckpt, "cpu", input_size="native")
