@@ -1,7 +1,8 @@
 """Turning uploaded files into RGB arrays, with a clear message for anything we cannot use.
 
-Images: PNG, JPEG, WebP, BMP of any size and aspect ratio (EXIF orientation applied, alpha and
-palette converted to RGB). Zips are unpacked in memory (images inside only; limits guard
+Images: whatever `engine.images` decodes (PNG, JPEG, WebP, BMP, still GIF, 8 or 16 bits, any
+size and aspect ratio up to SEGBENCH_MAX_PIXELS; EXIF orientation applied, alpha and palette
+converted to RGB). Zips are unpacked in memory (images inside only; limits guard
 against zip bombs). Videos are handed to `engine.video` through a temporary file.
 """
 from __future__ import annotations
@@ -14,20 +15,19 @@ from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from engine import images
 from engine.segment import IMAGE_SUFFIXES, encode_png  # noqa: F401  (encode_png: the dashboard's PNG encoder too)
 from engine.video import VIDEO_SUFFIXES
 
 IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]
 VIDEO_TYPES = [s.lstrip(".") for s in VIDEO_SUFFIXES]
-MAX_PIXELS = 50_000_000       # larger images are refused (PIL's own bomb limit is ~89 MP)
 MAX_ZIP_FILES = 1000
 MAX_ZIP_BYTES = 2 << 30       # uncompressed
 PREVIEW_WIDTH = 1460          # on-screen copies: Streamlit's own widest image (2 x 730 px)
 
 
-class UploadError(ValueError):
+class UploadError(images.ImageError):
     """A file the dashboard cannot use; the message names it and says why."""
 
 
@@ -59,23 +59,12 @@ def kind_of(name: str) -> str:
 
 
 def decode_image(name: str, data: bytes) -> np.ndarray:
-    """Bytes of an image file -> RGB uint8 HxWx3, upright; UploadError if unreadable or corrupt."""
-    if not data:
-        raise UploadError(f"{name}: the file is empty")
+    """Bytes of an uploaded image -> RGB uint8 HxWx3, upright (`engine.images.decode_image`, the
+    decoder `segment` and `coverage` use too); UploadError with one line if it is not usable."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise UploadError(f"{name}: {img.width}x{img.height} is too large (at most {MAX_PIXELS // 1_000_000} MP)")
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "P", "PA"):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            return np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
-    except UploadError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        raise UploadError(f"{name}: unreadable or corrupt image (not a valid PNG, JPEG, WebP or BMP file)") from None
+        return images.decode_image(data, name)
+    except images.ImageError as e:
+        raise UploadError(str(e)) from None
 
 
 def expand(uploads: list[Upload]) -> tuple[list[Upload], list[str]]:

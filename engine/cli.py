@@ -47,6 +47,15 @@ def cmd_synth(a) -> int:
     return 0
 
 
+def cmd_check_data(a) -> int:
+    from engine.data.check import check_dataset
+
+    report = check_dataset(_data_root(a), splits=tuple(a.splits) if a.splits else None, full=not a.quick,
+                           progress=True)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def cmd_variants(a) -> int:
     from engine.config import list_variants, load_recipe
 
@@ -57,15 +66,15 @@ def cmd_variants(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from engine.config import load_recipe
+    from engine.config import load_recipe, validate
     from engine.store import Store
     from engine.train import train
 
     recipe = load_recipe(a.variant, a.profile)
-    if a.epochs is not None:
-        recipe.schedule.epochs = a.epochs
-    if a.max_iters is not None:
-        recipe.schedule.max_iters = a.max_iters
+    for key in ("epochs", "max_iters", "checkpoint_every_iters"):
+        if getattr(a, key) is not None:
+            setattr(recipe.schedule, key, getattr(a, key))
+    validate(recipe, f"{a.variant} (with the command line's values)")
     res = train(recipe, store=Store(a.db), data_root=_data_root(a), device=a.device, weights_dir=a.weights_dir,
                 resume=a.resume, progress=not a.quiet)
     print(f"{recipe.name}: {res.epochs} epoch(s), {res.iterations} iterations in {res.train_seconds:.1f}s "
@@ -115,7 +124,44 @@ def _segmenter(a, options=None):
         raise checkpoints.CheckpointError("give --variant NAME or --checkpoint PATH")
     path = checkpoints.resolve(a.variant, a.checkpoint, a.weights_dir)
     size = "native" if a.input_size == "native" else (_size(a.input_size) if a.input_size else None)
-    return Segmenter(path, a.device, input_size=size, options=options or _options(a))
+    return Segmenter(path, a.device, input_size=size, options=options or _options(a), store=_existing_store(a))
+
+
+def _existing_store(a):
+    """The results store, to check a checkpoint against the sha256 recorded when training wrote it;
+    None where there is no store yet (opening one would create an empty database)."""
+    from engine import settings
+    from engine.store import Store, sqlite_path
+
+    url = settings.db_url(a.db)
+    path = sqlite_path(url)
+    return None if path is not None and not path.is_file() else Store(url)
+
+
+def _for_each_input(a, process) -> int:
+    """`process(Input)` for each file of --input (folders expanded) with a progress bar. A file that
+    cannot be used (unreadable, corrupt, too large, not an image or video...) is reported in one
+    line and skipped; the others are processed. Returns the number of failures (problems included)."""
+    from tqdm import tqdm
+
+    from engine.errors import USER_ERRORS
+    from engine.segment import expand_inputs
+
+    inputs, problems = expand_inputs(a.input)
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    failed = len(problems)
+    for item in tqdm(inputs, desc="files", disable=a.quiet or len(inputs) < 2, dynamic_ncols=True):
+        try:
+            process(item)
+        except USER_ERRORS as e:
+            failed += 1
+            msg = str(e)
+            print(f"error: {msg if str(item.path) in msg or item.path.name in msg else f'{item.path}: {msg}'}",
+                  file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(inputs) + len(problems)} input(s) failed (see above)", file=sys.stderr)
+    return failed
 
 
 def cmd_segment(a) -> int:
@@ -124,24 +170,29 @@ def cmd_segment(a) -> int:
     from tqdm import tqdm
 
     from engine import video
-    from engine.segment import expand_inputs, segment_image, segment_video
+    from engine.segment import segment_image, segment_video
 
-    inputs = expand_inputs(a.input)
     seg = _segmenter(a)
     out = Path(a.output)
     visible = _class_ids(a.classes)
-    for src in tqdm(inputs, desc="files", disable=a.quiet or len(inputs) == 1, dynamic_ncols=True):
+    done = []
+
+    def process(item):
+        src, name = item.path, out / item.out_name
         if src.suffix.lower() in video.VIDEO_SUFFIXES:
             total = video.probe(src).frames or None
             with tqdm(total=total, desc=src.name, unit="frame", disable=a.quiet, dynamic_ncols=True) as bar:
-                res = segment_video(seg, src, out / f"{src.stem}_overlay.mp4", alpha=a.alpha, visible=visible,
-                                    label_dir=out / f"{src.stem}_trainIds",
+                res = segment_video(seg, src, name.with_name(f"{name.name}_overlay.mp4"), alpha=a.alpha, visible=visible,
+                                    label_dir=name.with_name(f"{name.name}_trainIds"),
                                     on_frames=lambda n: bar.update(n - bar.n))
             print(f"{src}: {res['frames']} frames at {res['fps']:.1f} fps -> {res['output']}")
         else:
-            segment_image(seg, src, out, alpha=a.alpha, visible=visible)
-    print(f"{len(inputs)} input(s) segmented with {seg.backend_name} ({seg.precision}) on {seg.device}; outputs in {out}")
-    return 0
+            segment_image(seg, src, out, alpha=a.alpha, visible=visible, out_name=item.out_name)
+        done.append(src)
+
+    failed = _for_each_input(a, process)
+    print(f"{len(done)} input(s) segmented with {seg.backend_name} ({seg.precision}) on {seg.device}; outputs in {out}")
+    return 1 if failed else 0
 
 
 def _class_ids(names) -> list[int] | None:
@@ -167,31 +218,32 @@ def _class_ids(names) -> list[int] | None:
 def cmd_coverage(a) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from engine import coverage, video
-    from engine.data.cityscapes import read_image
-    from engine.segment import expand_inputs
+    from engine.errors import UsageError
+    from engine.files import atomic_write
+    from engine.images import read_image
 
-    inputs = expand_inputs(a.input)
-    videos = [p for p in inputs if p.suffix.lower() in video.VIDEO_SUFFIXES]
-    if videos:
-        print(f"error: coverage takes images; not a video: {videos[0]}", file=sys.stderr)
-        return 2
     seg = _segmenter(a)
     model = a.variant or Path(a.checkpoint).parent.name
     rows = []
-    for src in tqdm(inputs, desc="images", disable=a.quiet, dynamic_ncols=True):
-        rows += coverage.coverage_rows(str(src), model, seg.predict(read_image(src)))
-    Path(a.csv).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.csv).write_text(coverage.to_csv(rows))
+
+    def process(item):
+        if item.path.suffix.lower() in video.VIDEO_SUFFIXES:
+            raise UsageError(f"{item.path}: a video; coverage takes images (segment the video, or extract frames)")
+        rows.extend(coverage.coverage_rows(str(item.path), model, seg.predict(read_image(item.path))))
+
+    failed = _for_each_input(a, process)
+    if not rows:
+        print("error: no image could be processed; no CSV written", file=sys.stderr)
+        return 1
+    atomic_write(a.csv, coverage.to_csv(rows))  # temp file + rename: never a half-written CSV
     if a.summary:
-        Path(a.summary).write_text(coverage.to_csv(coverage.summary(rows), coverage.SUMMARY_COLUMNS))
+        atomic_write(a.summary, coverage.to_csv(coverage.summary(rows), coverage.SUMMARY_COLUMNS))
     total = coverage.summary(coverage.aggregate(rows))[0]
-    print(f"{len(inputs)} image(s), {total['pixels']} pixels; " + ", ".join(
+    print(f"{len(rows) // len(coverage.CLASS_NAMES)} image(s), {total['pixels']} pixels; " + ", ".join(
         f"{k.removeprefix('share_')} {v:.1%}" for k, v in total.items() if k.startswith("share_")))
     print(f"tidy CSV ({len(rows)} rows) -> {a.csv}" + (f"; summary -> {a.summary}" if a.summary else ""))
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_export_onnx(a) -> int:
@@ -304,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("check-data", help="check a dataset: pairing, sizes, label values, splits (exit 1 on a problem)")
+    p.add_argument("--splits", nargs="+", help="only these splits (default: train, val, and test when present)")
+    p.add_argument("--quick", action="store_true",
+                   help="pairing and file headers only (what training runs first): no pixel decoded")
+    _common(p, db=False, weights=False, device=False)
+    p.set_defaults(func=cmd_check_data)
+
     p = sub.add_parser("variants", help="list the variants (one recipe each in training/)")
     p.set_defaults(func=cmd_variants)
 
@@ -312,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="full", help="recipe profile: full (default) or quick")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-iters", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from weights/<variant>/last.pt")
+    p.add_argument("--checkpoint-every-iters", type=int, metavar="N",
+                   help="also write last.pt every N iterations, mid-epoch included (default: the recipe's)")
+    p.add_argument("--resume", action="store_true", help="continue from weights/<variant>/last.pt (exactly where it stopped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_train)
@@ -342,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, data=False)
     p.set_defaults(func=cmd_demo)
 
-    def fast_path(p, batch=4):
+    def fast_path(p):
         p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
         p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                        help="auto: bf16 on CUDA; on a CPU with native bf16 (AMX), bf16 when it keeps --min-agreement "
@@ -351,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="precision auto on a bf16 CPU: label agreement with float32 needed for bf16 (default 0.995)")
         p.add_argument("--no-rewrites", action="store_true",
                        help="run the model as trained: no BatchNorm folding, no dilated-conv rewrite, no weight cast")
-        p.add_argument("--batch-size", type=int, default=batch, help="video frames per forward")
+        p.add_argument("--batch-size", type=int, default=None,
+                       help="video frames per forward (default: 4 on CUDA, 1 on the CPU, where batching is slower)")
         p.add_argument("--no-channels-last", action="store_true")
         p.add_argument("--compile", action="store_true", help="torch.compile the model (torch backend)")
 
@@ -362,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment images, folders and videos: overlays and label maps")
     model_choice(p)
-    p.add_argument("--input", nargs="+", required=True, help="images, videos or folders of them")
+    p.add_argument("--input", nargs="+", action="extend", required=True,
+                   help="images, videos or folders of them (repeatable)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument("--classes", nargs="+", help="only these classes or categories in the overlay")
@@ -371,17 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=_size, help="sliding-window inference with crops of WIDTHxHEIGHT")
     p.add_argument("--quiet", action="store_true")
     fast_path(p)
-    _common(p, data=False, db=False)
+    _common(p, data=False)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("coverage", help="class coverage of images (the dashboard's Coverage page) as a tidy CSV")
     model_choice(p)
-    p.add_argument("--input", nargs="+", required=True, help="images or folders of them")
+    p.add_argument("--input", nargs="+", action="extend", required=True, help="images or folders of them (repeatable)")
     p.add_argument("--csv", required=True, help="tidy CSV: source, model, class_id, class_name, category, pixels, share")
     p.add_argument("--summary", help="also the per-image summary CSV")
     p.add_argument("--quiet", action="store_true")
     fast_path(p)
-    _common(p, data=False, db=False)
+    _common(p, data=False)
     p.set_defaults(func=cmd_coverage)
 
     p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX (next to it, or --out)")

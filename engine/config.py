@@ -86,6 +86,7 @@ class ScheduleConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     checkpoint_every: int | None = 1  # write last.pt/best.pt every N epochs (always at the end); null = only at the end
+    checkpoint_every_iters: int | None = None  # also write last.pt every N iterations, mid-epoch included (exact resume)
     latency_repeats: int = 10  # timed forward passes when profiling after evaluation
     compile: bool = False  # torch.compile the model for training (CUDA only; ignored on CPU)
 
@@ -168,6 +169,9 @@ def validate(recipe: Recipe, where: str) -> Recipe:
         raise RecipeError(f"{where}: lr, epochs and batch_size must be positive")
     if s.checkpoint_every is not None and s.checkpoint_every < 1:
         raise RecipeError(f"{where}: schedule.checkpoint_every must be >= 1 or null (only at the end)")
+    n = s.checkpoint_every_iters
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise RecipeError(f"{where}: schedule.checkpoint_every_iters must be a whole number >= 1 or null, got {n!r}")
     if not isinstance(s.compile, bool):
         raise RecipeError(f"{where}: schedule.compile must be true or false, got {s.compile!r}")
     if s.max_iters is not None and s.max_iters < 1:

@@ -4,10 +4,11 @@ instead of a traceback."""
 from engine.checkpoints import CheckpointError
 from engine.config import RecipeError
 from engine.data.cityscapes import DatasetError
+from engine.images import ImageError
 from engine.inference import DeviceUnavailable
 from engine.models.pretrained import PretrainedWeightsUnavailable
 from engine.onnx_backend import OnnxUnavailable
-from engine.store import StoreVersionError
+from engine.store import StoreUrlError, StoreVersionError
 from engine.train import TrainingDiverged
 from engine.video import VideoError
 
@@ -17,4 +18,4 @@ class UsageError(ValueError):
 
 
 USER_ERRORS = (CheckpointError, RecipeError, DatasetError, DeviceUnavailable, PretrainedWeightsUnavailable,
-               StoreVersionError, TrainingDiverged, VideoError, OnnxUnavailable, UsageError)
+               StoreVersionError, StoreUrlError, TrainingDiverged, VideoError, OnnxUnavailable, UsageError, ImageError)

@@ -2,14 +2,22 @@
 
 Per epoch: train, validate on the val split (same metric code as `evaluate`), write the epoch to
 the store, save `last.pt` (with optimizer/scheduler state, for --resume) and `best.pt` (weights
-only, what evaluation and inference use). A run that raises is recorded as failed, Ctrl-C as
-interrupted; nothing is lost.
+only, what evaluation and inference use). With `schedule.checkpoint_every_iters`, `last.pt` is also
+written every N iterations, mid-epoch: it then holds the position in the epoch and the epoch's loss
+sum so far. A run that raises is recorded as failed (a NaN/inf loss included); Ctrl-C writes
+`last.pt` at the current position and records the run as interrupted. `--resume` from any `last.pt`
+(a killed run's too) ends with the same weights and epoch rows as an uninterrupted run.
+
+Exact resume: a pass of the train loader depends only on the loader generator's state at its start
+(saved in `last.pt`) and a sample's augmentation only on (epoch seed, sample index), never on the
+worker that loads it or its position; a resumed epoch skips its finished batches in the sampler
+(never loaded). The global torch RNG is left to the model (dropout): the loaders use generators of
+their own. Ctrl-C during a step (or a checkpoint) takes effect when it ends (`_SigintGuard`).
 
 Speed, without changing what is computed:
 - data: with `data.cache` the dataset is decoded and resized once, before training, and only the
   random augmentation runs per sample (same tensors as reading from disk); the loader pins memory
-  on CUDA, prefetches, and keeps its workers alive across epochs (reseeded every epoch exactly as
-  fresh workers would be, so --resume stays exact with workers too);
+  on CUDA, prefetches, and keeps its workers alive across epochs;
 - no host synchronisation per step: the loss is summed on the device; every LOSS_READ_EVERY steps a
   non-blocking copy of the sum goes to the host, and the progress bar and the divergence check read
   the latest copy the device has finished (so on CUDA they lag by a few steps); the epoch's mean is
@@ -19,8 +27,12 @@ Speed, without changing what is computed:
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
+import signal
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, get_worker_info
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from engine import checkpoints, evaluate
 from engine.config import Recipe
+from engine.data import check
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import EvalTransform, TrainTransform, eval_collate
 from engine.inference import autocast, select_device
@@ -79,17 +92,15 @@ def _seed_worker(worker_id: int) -> None:
 class EpochSeededBatches(torch.utils.data.Sampler):
     """Shuffled batches of (epoch seed, index) pairs, for `SeededDataset`.
 
-    Each pass first draws an epoch seed from `generator`, then the permutation: the same draws, in
-    the same order, that a `DataLoader(shuffle=True, generator=generator)` iterator makes (its
-    workers' base seed, then the permutation). With workers=0 the batches and the augmentation are
-    therefore those of that plain loader; with (persistent) workers each worker reseeds itself at
-    each pass as a freshly started worker would be seeded, so an epoch's augmentation depends only
-    on the generator's state, which a checkpoint restores. `num_samples` > dataset size gives
-    several permutations back to back in one pass (for throughput measurement)."""
+    Each pass first draws an epoch seed from `generator`, then the permutation, so a pass depends
+    only on the generator's state at its start (which a checkpoint keeps). Setting `skip` makes the
+    next pass leave out its first `skip` batches (a resumed epoch: their samples are never loaded).
+    `num_samples` > dataset size gives several permutations back to back in one pass (for
+    throughput measurement)."""
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = True,
                  num_samples: int | None = None):
-        self.generator = generator
+        self.generator, self.skip = generator, 0
         self.batches = BatchSampler(RandomSampler(range(n), generator=generator, num_samples=num_samples),
                                     batch_size, drop_last)
 
@@ -98,28 +109,28 @@ class EpochSeededBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
-        for batch in self.batches:
+        skip, self.skip = self.skip, 0
+        for batch in itertools.islice(self.batches, skip, None):
             yield [(seed, i) for i in batch]
 
 
 class SeededDataset(Dataset):
-    """`dataset[index]` for (epoch seed, index) keys; in a DataLoader worker, the first key of a new
-    epoch seed reseeds torch/numpy/random with seed + worker id (what DataLoader does for a new worker)."""
+    """`dataset[index]` for (epoch seed, index) keys, with torch's RNG seeded from both while the
+    sample is made (forked: the caller's RNG is left as it was). A sample's augmentation thus
+    depends on neither the worker that loads it nor its position in the epoch, which a mid-epoch
+    resume changes. The transforms (torchvision v2) draw from torch's RNG only."""
 
     def __init__(self, dataset: Dataset):
-        self.dataset, self._seed = dataset, None
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key):
         seed, index = key
-        info = get_worker_info()
-        if info is not None and seed != self._seed:
-            torch.manual_seed(seed + info.id)
-            _seed_worker(info.id)
-            self._seed = seed
-        return self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((seed + index * 0x9E3779B97F4A7C15) % 2**64)  # golden-ratio step: spread seeds
+            return self.dataset[index]
 
 
 def build_datasets(recipe: Recipe, data_root=None) -> tuple[CityscapesDataset, CityscapesDataset]:
@@ -146,11 +157,11 @@ def build_train_loader(train_set: Dataset, recipe: Recipe, dev: torch.device, ge
 
 def build_val_loader(val_set: Dataset, recipe: Recipe, dev: torch.device) -> DataLoader:
     workers = recipe.data.workers
-    # with workers, a generator of its own (persistent workers draw their base seed once: from the
-    # global RNG that would differ between a resumed and an uninterrupted run); without, as before
+    # a generator of its own: each pass draws seeds from it, which must not come from the global RNG
+    # (dropout's, saved in last.pt: a resume that repeats a validation would otherwise drift)
     return DataLoader(val_set, batch_size=1, collate_fn=eval_collate, num_workers=workers,
                       pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
-                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(0) if workers > 0 else None)
+                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(0))
 
 
 def build_model_for(recipe: Recipe, dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -214,6 +225,41 @@ class LossMeter:
         return (self.sum / max(self.steps, 1)).item()
 
 
+class _SigintGuard:
+    """Training's SIGINT handler. While `held` (a step and its bookkeeping, a checkpoint, the store's
+    writes) Ctrl-C is only noted and raised as KeyboardInterrupt at `release()`; elsewhere (waiting
+    for data, validating) at once. Either way it leaves a state a checkpoint captures exactly. A
+    second Ctrl-C while held raises at once: `held` is then still true (the state may be torn)."""
+
+    def __init__(self):
+        self.held = self.pending = False
+
+    def __call__(self, signum, frame):
+        if self.held and not self.pending:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self.held = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def released(self, items):
+        """Iterate `items`, held except while waiting for the next one."""
+        items = iter(items)
+        while True:
+            self.release()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.held = True
+            yield item
+
+
 def _diverged(loss: float, epoch: int, iteration: int) -> TrainingDiverged:
     return TrainingDiverged(f"training loss became {loss} in epoch {epoch + 1} (by iteration {iteration}); "
                             f"lower the learning rate")
@@ -241,6 +287,7 @@ def build_scheduler(optimizer, recipe: Recipe, iters_per_epoch: int):
 
 def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto", weights_dir=None,
           resume: bool = False, progress: bool = True) -> TrainResult:
+    check.require_clean(data_root)  # pairing, names, header sizes and modes (no pixel decoded): fail before any work
     dev = select_device(device)
     generator = seed_everything(recipe.schedule.seed)
     data, sched = recipe.data, recipe.schedule
@@ -261,6 +308,7 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
 
     start_epoch, iteration, best_miou, run_uid, run_id, elapsed = 0, 0, -1.0, uuid.uuid4().hex, None, 0.0
+    meter, epoch_s = LossMeter(dev), 0.0  # the epoch in progress: its losses so far, its seconds before this session
     if resume and not last_path.is_file():
         print(f"--resume: no {last_path} yet, starting a new run")
     elif resume:
@@ -271,14 +319,19 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if dev.type == "cuda" and "cuda" in ckpt["rng"]:  # dropout on CUDA draws from the device's generator
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), dev)
-        generator.set_state(ckpt["rng"]["loader"].cpu())
-        start_epoch, iteration = ckpt["epoch"] + 1, ckpt["iteration"]
+        generator.set_state(ckpt["rng"]["loader"].cpu())  # its state at the start of epoch start_epoch
+        # no GradScaler state to restore: there is none (bf16 autocast on CUDA, fp32 on the CPU: no loss scaling)
+        start_epoch, iteration = ckpt["epoch"] + 1, ckpt["iteration"]  # "epoch": the last one completed
+        if "in_epoch" in ckpt:  # a mid-epoch checkpoint: that epoch's first steps are done (and skipped unloaded)
+            done = ckpt["in_epoch"]
+            meter.sum, meter.steps, epoch_s = done["loss_sum"].to(dev), done["steps"], done["seconds"]
+            train_loader.batch_sampler.skip = meter.steps if iteration < max_iters else iters_per_epoch
         best_miou, run_uid, elapsed = ckpt["best_miou"], ckpt["run_uid"], ckpt["elapsed_seconds"]
         existing = store.run_by_uid(run_uid)
         run_id = existing["id"] if existing else None
         if run_id is not None:
             store.reopen_run(run_id)
-        print(f"resuming {recipe.name} at epoch {start_epoch + 1}, iteration {iteration}")
+        print(f"resuming {recipe.name} at epoch {start_epoch + 1} (step {meter.steps}), iteration {iteration}")
     if run_id is None:
         run_id = store.start_run(
             variant=recipe.name, arch=recipe.model.arch, backbone=BACKBONES[recipe.model.arch], profile=recipe.profile,
@@ -290,21 +343,32 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
     best_state, best_info, best_written = None, None, None
     common = dict(arch=recipe.model.arch, recipe=recipe.to_dict(), run_uid=run_uid)
 
-    def save_checkpoints(epoch: int, iteration: int, val: dict) -> None:
+    def save_checkpoints(epoch: int, iteration: int, val: dict | None) -> None:
+        """At the end of `epoch` (its validation `val`), or in the middle of it (`val` None: last.pt then
+        holds the position in the epoch, the loss sum so far and the loader's state at the epoch's start)."""
         nonlocal best_written
         if best_state is not None and best_written is not best_state:
-            checkpoints.save(best_path, best_state, **common, **best_info)
+            checkpoints.save(best_path, best_state, **common, **best_info, store=store, run_id=run_id)
             best_written = best_state
-        rng = {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+        rng = {"torch": torch.get_rng_state(), "loader": generator.get_state() if val else epoch_rng}
         if dev.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(dev)
-        checkpoints.save(last_path, model.state_dict(), **common, epoch=epoch, iteration=iteration,
-                         metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")}, extra={
-                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "rng": rng, "best_miou": best_miou, "elapsed_seconds": time.perf_counter() - t_start})
+        extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                 "best_miou": best_miou, "elapsed_seconds": time.perf_counter() - t_start}
+        if val is None:
+            extra["in_epoch"] = {"steps": meter.steps, "loss_sum": meter.sum, "seconds": time.perf_counter() - t0}
+        checkpoints.save(last_path, model.state_dict(), **common, epoch=epoch if val else epoch - 1, iteration=iteration,
+                         metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")} if val else {},
+                         extra=extra, store=store, run_id=run_id)  # each file's sha256 recorded in the store
 
-    epoch = start_epoch - 1
+    # the epoch in progress (its losses so far in `meter`), the loader's state at its start, its clock
+    epoch, epoch_rng, t0 = start_epoch, generator.get_state(), time.perf_counter() - epoch_s
     cudnn_benchmark = torch.backends.cudnn.benchmark
+    guard = _SigintGuard()  # installed only where Ctrl-C means KeyboardInterrupt (not ignored, not handled elsewhere)
+    sigint = (threading.current_thread() is threading.main_thread()
+              and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if sigint:
+        signal.signal(signal.SIGINT, guard)
     try:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
@@ -316,14 +380,13 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
                 print(f"cached {len(train_set)} train + {len(val_set)} val images in memory "
                       f"({(train_set.cache_bytes + val_set.cache_bytes) / 1e6:.0f} MB, "
                       f"{time.perf_counter() - t_cache:.1f}s)", flush=True)
-        for epoch in range(start_epoch, sched.epochs):
-            if iteration >= max_iters:
-                break
+        guard.held = True  # from here on Ctrl-C waits for a consistent state (see _SigintGuard)
+        while epoch < sched.epochs and (iteration < max_iters or meter.steps):  # a begun epoch always ends
             model.train()
-            t0, meter, iter0 = time.perf_counter(), LossMeter(dev), iteration
+            iter0 = iteration - meter.steps
             bar = tqdm(train_loader, desc=f"{recipe.name} epoch {epoch + 1}/{sched.epochs}", disable=not progress,
-                       leave=False, dynamic_ncols=True)
-            for images, targets in bar:
+                       leave=False, dynamic_ncols=True, initial=meter.steps)
+            for images, targets in guard.released(bar):
                 meter.add(train_step(forward, images, targets, loss_fn, optimizer, scheduler, dev))
                 iteration += 1
                 images_seen += images.shape[0]
@@ -334,15 +397,21 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
                     if latest is not None and progress:
                         bar.set_postfix(loss=f"{latest[0]:.3f}",
                                         img_s=f"{meter.steps * batch_size / (time.perf_counter() - t0):.1f}")
-                if iteration >= max_iters:  # only max_iters cuts an epoch short: a loader run to its end
-                    break                   # leaves its RNG where an uninterrupted run has it (exact resume)
+                if iteration >= max_iters:  # only max_iters cuts an epoch short
+                    break
+                if sched.checkpoint_every_iters and iteration % sched.checkpoint_every_iters == 0:
+                    if not math.isfinite(loss := meter.mean()):  # a diverged model is never checkpointed
+                        raise _diverged(loss, epoch, iteration)
+                    save_checkpoints(epoch, iteration, None)
             bar.close()
             train_loss = meter.mean()  # the epoch's one synchronisation, before the clock stops
             epoch_train_s = time.perf_counter() - t0
-            train_time += epoch_train_s
+            train_time += epoch_train_s - epoch_s  # this session's part
             if not math.isfinite(train_loss):
                 raise _diverged(train_loss, epoch, iteration)
+            guard.release()  # Ctrl-C during validation acts at once
             val = evaluate.evaluate_model(model, val_loader, dev, loss_fn=loss_fn.single, progress=False)
+            guard.held = True
             store.log_epoch(run_id, epoch=epoch + 1, iteration=iteration, train_loss=train_loss,
                             val_loss=val["mean_loss"], val_miou=val["miou"], val_pixel_accuracy=val["pixel_accuracy"],
                             lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
@@ -356,8 +425,16 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
             if progress:
                 print(f"{recipe.name} epoch {epoch + 1}: loss {train_loss:.3f}  val mIoU {val['miou']:.4f}  "
                       f"pixel acc {val['pixel_accuracy']:.4f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
+            epoch, meter, epoch_rng, epoch_s, t0 = epoch + 1, LossMeter(dev), generator.get_state(), 0.0, time.perf_counter()
     except KeyboardInterrupt:
-        store.finish_run(run_id, status="interrupted", error="interrupted by the user (Ctrl-C)",
+        saved = not guard.held and math.isfinite(meter.mean())  # else a second Ctrl-C mid-step: maybe torn
+        guard.held = True  # a further Ctrl-C waits for the checkpoint and the store
+        if saved:
+            save_checkpoints(epoch, iteration, None)
+        how = (f"{last_path} saved at iteration {iteration}; the same command with --resume continues exactly"
+               if saved else f"{last_path} not updated (stopped inside a step, or the loss is not finite)")
+        print(f"interrupted: {how}", file=sys.stderr, flush=True)
+        store.finish_run(run_id, status="interrupted", error=f"interrupted by the user (Ctrl-C): {how}",
                          train_seconds=time.perf_counter() - t_start)
         raise
     except BaseException as e:
@@ -366,8 +443,10 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         raise
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
+        if sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     total = time.perf_counter() - t_start
     ips = images_seen / train_time if train_time > 0 else 0.0
     store.finish_run(run_id, status="completed", train_seconds=total, images_per_second=ips,
                      best_miou=best_miou, checkpoint=str(best_path))
-    return TrainResult(run_id, run_uid, epoch + 1, iteration, best_miou, best_path, last_path, total, ips)
+    return TrainResult(run_id, run_uid, epoch, iteration, best_miou, best_path, last_path, total, ips)

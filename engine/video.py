@@ -6,6 +6,7 @@ index ('moov') at the front of the file, so a browser can start playing while do
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -108,15 +109,18 @@ class VideoWriter:
 
     The size is taken from the first frame and every later frame must match it (else ValueError).
     yuv420p needs even dimensions: an odd width/height is padded by replicating the last column/row,
-    so a 63x47 input is stored as 64x48. The file is created at the first frame; closing a writer
-    that got no frame raises VideoError (an MP4 without frames plays nowhere), unless the `with`
-    block is already leaving on an exception.
+    so a 63x47 input is stored as 64x48. Frames go to a hidden `.<name>.part` file next to `path`
+    (created at the first frame), renamed to `path` when `close()` finishes it: a crash or an error
+    never leaves a half-written video under the real name. Closing a writer that got no frame raises
+    VideoError (an MP4 without frames plays nowhere); `abort()` (what leaving a `with` block on an
+    exception does) drops the partial file.
     """
 
     def __init__(self, path, fps: float, *, crf: int = 23, preset: str = "veryfast"):
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.path = Path(path)
+        self.part = self.path.with_name(f".{self.path.name}.part")
         self.rate = Fraction(fps).limit_denominator(1001)
         self.crf, self.preset = crf, preset
         self.size: tuple[int, int] | None = None  # (height, width) of the input frames
@@ -126,7 +130,8 @@ class VideoWriter:
 
     def _start(self, height: int, width: int) -> None:
         try:
-            self._container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.part), "w", format="mp4", options={"movflags": "+faststart"})
         except (av.FFmpegError, OSError) as e:
             raise VideoError(f"{self.path.name}: cannot write video ({getattr(e, 'strerror', None) or e})") from None
         s = self._container.add_stream("libx264", rate=self.rate,
@@ -163,8 +168,22 @@ class VideoWriter:
         container, self._container = self._container, None
         try:
             container.mux(self._stream.encode(None))
-        finally:
             container.close()
+        except BaseException:
+            container.close()
+            self.part.unlink(missing_ok=True)
+            raise
+        os.replace(self.part, self.path)
+
+    def abort(self) -> None:
+        """Stop without finishing: the partial file is removed, nothing appears under `path`."""
+        self._closed = True
+        if self._container is not None:
+            container, self._container = self._container, None
+            try:
+                container.close()
+            finally:
+                self.part.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
@@ -172,11 +191,8 @@ class VideoWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif not self._closed:
-            self._closed = True
-            if self._container is not None:
-                self._container.close()  # keep the original error; the partial file is left as is
-                self._container = None
+        else:
+            self.abort()  # keep the original error
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps: float, **kwargs) -> int:

@@ -242,3 +242,43 @@ def _webp() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(render_scene(np.random.default_rng(2), 128, 64)[0]).save(buf, format="WEBP")
     return buf.getvalue()
+
+
+def test_coverage_of_the_bad_input_corpus_keeps_the_good_images_and_names_the_bad(app):
+    from tests.test_bad_input import corpus
+
+    files = corpus()
+    at = app("coverage")
+    at.file_uploader(key="coverage_upload").set_value(
+        [(name, data, "application/octet-stream") for name, (data, _) in files.items()]
+        + [("../../escape.png", _png(seed=4), "image/png")]).run()
+    assert not at.exception
+    warnings = _texts(at, "warning")
+    for name, (_, expected) in files.items():
+        if isinstance(expected, str):
+            assert f"{name}: {expected}" in warnings or (name in warnings and expected in warnings), name
+    good = [n for n, (_, e) in files.items() if not isinstance(e, str)] + ["../../escape.png"]
+    assert list(at.dataframe[0].value["source"]) == good
+
+
+def test_compare_shows_a_phone_photo_upright_and_refuses_a_bomb(app, tmp_path):
+    from tests.test_bad_input import _bomb_png, _phone_jpeg
+
+    at = app("compare")
+    at.file_uploader(key="compare_upload").set_value(("bomb.png", _bomb_png(), "image/png")).run()
+    assert "bomb.png: 100000x100000 is 10000.0 million pixels, over the limit" in _texts(at, "error")
+    at.file_uploader(key="compare_upload").set_value(
+        ("phone.jpg", _phone_jpeg(render_scene(np.random.default_rng(1), 96, 48)[0]), "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert all(e.captions[0].startswith("48x96 · ") for e in at.get("image"))  # shown 48 wide, 96 tall
+
+
+def test_a_video_upload_named_to_climb_out_stays_in_the_session_folder(app, tmp_path):
+    clip = tmp_path / "drive.mp4"
+    video.write_video(clip, [render_scene(np.random.default_rng(k), 96, 48)[0] for k in range(2)], fps=5)
+    at = app("compare")
+    at.file_uploader(key="compare_upload").set_value(("../../climb.mp4", clip.read_bytes(), "video/mp4")).run()
+    assert not at.exception and not at.error
+    workdir = Path(at.session_state["_compare_dir"])
+    inside = list(workdir.rglob("climb.mp4"))
+    assert len(inside) == 1 and not (workdir.parent / "climb.mp4").exists() and not (workdir / "climb.mp4").exists()

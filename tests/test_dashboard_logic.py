@@ -113,12 +113,13 @@ def test_decode_image_any_format_and_clear_errors():
     assert media.decode_image("x.jpg", _png(rgb, "JPEG")).shape == (37, 91, 3)
     assert media.decode_image("x.png", _png(rgb, mode="RGBA")).shape == (37, 91, 3)
     assert media.decode_image("x.png", _png(rgb[..., 0])).shape == (37, 91, 3)  # greyscale
-    with pytest.raises(media.UploadError, match="broken.png: unreadable or corrupt"):
+    with pytest.raises(media.UploadError, match="broken.png: unreadable or corrupt image"):
         media.decode_image("broken.png", b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(media.UploadError, match="empty"):
         media.decode_image("e.png", b"")
-    with pytest.raises(media.UploadError, match="unsupported file type .gif"):
-        media.kind_of("a.gif")
+    with pytest.raises(media.UploadError, match="unsupported file type .tiff"):
+        media.kind_of("a.tiff")
+    assert media.kind_of("still.gif") == "image"
     assert media.kind_of("A.JPEG") == "image" and media.kind_of("v.MOV") == "video" and media.kind_of("z.zip") == "zip"
 
 
@@ -136,11 +137,11 @@ def test_expand_unpacks_zips_and_reports_what_it_skips():
         z.writestr("scenes/a.jpg", _png(np.zeros((4, 4, 3), np.uint8), "JPEG"))
         z.writestr("notes.txt", "hello")
         z.writestr("__MACOSX/._b.png", "junk")
-    ups = [media.Upload("one.png", png), media.Upload("bundle.zip", buf.getvalue()), media.Upload("x.gif", b"GIF"),
+    ups = [media.Upload("one.png", png), media.Upload("bundle.zip", buf.getvalue()), media.Upload("x.tiff", b"II*"),
            media.Upload("bad.zip", b"not a zip"), media.Upload("clip.mp4", b"...")]
     images, problems = media.expand(ups)
     assert [u.name for u in images] == ["one.png", "bundle.zip/scenes/a.jpg", "bundle.zip/scenes/b.png"]
-    assert len(problems) == 4 and any("notes.txt" in p for p in problems) and any("x.gif" in p for p in problems)
+    assert len(problems) == 4 and any("notes.txt" in p for p in problems) and any("x.tiff" in p for p in problems)
     assert any("bad.zip: not a readable zip" in p for p in problems) and any("Compare page" in p for p in problems)
 
 

@@ -112,7 +112,7 @@ def test_image_and_label_of_different_sizes(tmp_path):
 def test_corrupt_image_names_the_file(tmp_path):
     stem = _write(tmp_path)
     (tmp_path / "leftImg8bit" / "train" / "aachen" / f"{stem}_leftImg8bit.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match=f"{stem}_leftImg8bit.png: cannot read image"):
+    with pytest.raises(DatasetError, match=f"{stem}_leftImg8bit.png: unreadable or corrupt image"):
         CityscapesDataset(tmp_path, "train")[0]
 
 

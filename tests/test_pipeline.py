@@ -84,7 +84,7 @@ def test_trained_model_beats_the_most_frequent_class(trained, synth_root):
     assert out["mIoU"] > most_frequent_class_miou(synth_root, "val")
 
 
-@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent, prefetching workers reseeded every epoch
+@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent, prefetching workers (augmentation seeded per sample)
 def test_resume_continues_the_same_run_and_equals_an_uninterrupted_one(synth_root, tmp_path, workers):
     def run(weights, epochs, resume=False, store=None):
         r = tiny_recipe("unet_ce_dice", iters=100, epochs=epochs)
@@ -179,7 +179,7 @@ def test_a_crash_during_training_is_recorded_as_failed(synth_root, tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     recipe = tiny_recipe("unet_ce_dice", iters=10)
     recipe.data.batch_size = 1
-    victim.write_bytes(b"truncated")  # the loader finds the pair; reading it fails mid-epoch
+    victim.write_bytes(victim.read_bytes()[:100])  # header intact: the pre-check passes, decoding fails mid-epoch
     with pytest.raises(DatasetError, match=victim.name):
         train(recipe, store=store, data_root=root, device="cpu", weights_dir=tmp_path / "w", progress=False)
     [row] = store.leaderboard()

@@ -62,11 +62,12 @@ def test_overlapped_video_pipeline_equals_the_sequential_loop(trained, inputs, t
 def test_segment_errors_are_one_line(trained, inputs, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
-    for args, message in ((["--input", str(tmp_path / "notes.txt")], "unsupported file type .txt"),
-                          (["--input", str(tmp_path / "missing.png")], "no such file"),
-                          (["--input", str(tmp_path / "bad.mp4")], "bad.mp4: not a readable video"),
-                          (["--input", str(inputs / "folder"), "--classes", "unicorn"], "unknown class or category")):
-        assert main(["segment", *_ckpt_args(trained), "--output", str(tmp_path / "o"), "--quiet", *args]) == 2
+    # a file that cannot be used: exit 1 ("some inputs failed"); a bad flag: exit 2 (usage)
+    for args, message, code in ((["--input", str(tmp_path / "notes.txt")], "unsupported file type .txt", 1),
+                                (["--input", str(tmp_path / "missing.png")], "no such file", 1),
+                                (["--input", str(tmp_path / "bad.mp4")], "bad.mp4: not a readable video", 1),
+                                (["--input", str(inputs / "folder"), "--classes", "unicorn"], "unknown class or category", 2)):
+        assert main(["segment", *_ckpt_args(trained), "--output", str(tmp_path / "o"), "--quiet", *args]) == code
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
 
@@ -84,7 +85,8 @@ def test_coverage_cli_writes_the_dashboards_csv_schema(trained, inputs, tmp_path
     assert tuple(next(csv.reader(open(tmp_path / "s.csv")))) == SUMMARY_COLUMNS
     assert "2 image(s)" in capsys.readouterr().out
     assert main(["coverage", *_ckpt_args(trained), "--input", str(inputs / "clip.mp4"), "--csv",
-                 str(tmp_path / "v.csv")]) == 2
+                 str(tmp_path / "v.csv")]) == 1
+    assert "a video; coverage takes images" in capsys.readouterr().err and not (tmp_path / "v.csv").exists()
 
 
 def test_bench_runs_on_a_tiny_input_records_and_agrees(trained, tmp_path, capsys):

@@ -13,8 +13,9 @@ from engine.coverage import class_pixels
 from engine.data.synthetic import render_scene
 
 st.title("Compare two models")
-st.caption("Upload a street image (PNG, JPEG, WebP, BMP; any size) or a video (MP4, AVI, MOV). Changing the view, "
-           "opacity or classes re-draws from the kept predictions: models run once per upload.")
+st.caption("Upload a street image (PNG, JPEG, WebP, BMP, GIF; any size up to the pixel limit) or a video "
+           "(MP4, AVI, MOV). Changing the view, opacity or classes re-draws from the kept predictions: models run "
+           "once per upload.")
 
 models = widgets.models_or_stop()
 c1, c2 = st.columns(2)

@@ -21,7 +21,7 @@ if not uploads and st.toggle("Use 4 sample street scenes", key="coverage_sample"
     uploads = [media.Upload(f"sample_{k}.png", media.encode_png(render_scene(np.random.default_rng(100 + k), 512, 256)[0]))
                for k in range(4)]
 if not uploads:
-    st.info("Upload one or more images (PNG, JPEG, WebP, BMP) or a zip of them, or switch on the sample scenes.")
+    st.info("Upload one or more images (PNG, JPEG, WebP, BMP, GIF) or a zip of them, or switch on the sample scenes.")
     st.stop()
 
 images, problems = media.expand(uploads)

@@ -15,11 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import classes, settings
+from engine import classes, images, settings
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
+# every file a gtFine/<split>/<city>/ folder may hold (the official ones, and cityscapesscripts' trainId conversions)
+GT_SUFFIXES = (LABEL_ID_SUFFIX, TRAIN_ID_SUFFIX, "_gtFine_instanceIds.png", "_gtFine_instanceTrainIds.png",
+               "_gtFine_color.png", "_gtFine_polygons.json")
 
 _VALID_LABEL_ID = np.zeros(256, dtype=bool)
 _VALID_LABEL_ID[list(classes.VALID_LABEL_IDS)] = True
@@ -46,7 +49,45 @@ def dataset_name(root: str | os.PathLike) -> str:
     return "synthetic" if readme.is_file() and "python -m engine synth" in readme.read_text(errors="ignore") else "cityscapes"
 
 
-def find_samples(root: str | os.PathLike, split: str) -> list[Sample]:
+@dataclass
+class Pairing:
+    """A split's files as found on disk: the pairs, and what could not be paired."""
+    samples: list[Sample]
+    unlabeled: list[Path]  # images with neither *_labelIds.png nor *_labelTrainIds.png beside them in gtFine
+    orphans: list[Path]  # gtFine files (any of GT_SUFFIXES) whose image is missing
+    unexpected: list[Path]  # files and folders that are not part of the layout
+
+
+def gt_path(image: Path, suffix: str) -> Path:
+    """Where the gtFine file of `image` (root/leftImg8bit/split/city/stem_leftImg8bit.png) with `suffix` belongs."""
+    return image.parents[3] / "gtFine" / image.parent.parent.name / image.parent.name / \
+        f"{image.name[: -len(IMAGE_SUFFIX)]}{suffix}"
+
+
+def _layout_files(split_dir: Path, suffixes: tuple[str, ...], unexpected: list[Path]) -> dict[tuple, Path]:
+    """{(city, stem, suffix): path} for split_dir/<city>/<stem><suffix>; anything else goes to `unexpected`
+    (hidden files such as .DS_Store are left alone)."""
+    found = {}
+    for city in sorted(split_dir.iterdir()):
+        if city.name.startswith("."):
+            continue
+        if not city.is_dir():
+            unexpected.append(city)
+            continue
+        for p in sorted(city.iterdir()):
+            if p.name.startswith("."):
+                continue
+            suffix = next((s for s in suffixes if p.name.endswith(s) and p.name != s), None)
+            if suffix is None or not p.is_file():
+                unexpected.append(p)
+            else:
+                found[city.name, p.name[: -len(suffix)], suffix] = p
+    return found
+
+
+def pair_files(root: str | os.PathLike, split: str) -> Pairing:
+    """Pair a split's images and labels without raising on what cannot be paired (`find_samples`
+    raises on it); a missing root or split folder is a DatasetError."""
     root = Path(root)
     image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
     if not root.is_dir():
@@ -57,35 +98,44 @@ def find_samples(root: str | os.PathLike, split: str) -> list[Sample]:
     for d in (image_dir, label_dir):
         if not d.is_dir():
             raise DatasetError(f"{d} is missing: expected the official Cityscapes layout under {root}")
-    images = {p.name[: -len(IMAGE_SUFFIX)]: p for p in image_dir.glob(f"*/*{IMAGE_SUFFIX}")}
-    if not images:
+    unexpected: list[Path] = []
+    images = {(city, stem): p for (city, stem, _), p in _layout_files(image_dir, (IMAGE_SUFFIX,), unexpected).items()}
+    gt = _layout_files(label_dir, GT_SUFFIXES, unexpected)
+    samples, unlabeled = [], []
+    for (city, stem), image in sorted(images.items(), key=lambda kv: kv[0][1]):
+        if (city, stem, TRAIN_ID_SUFFIX) in gt:
+            samples.append(Sample(stem, image, gt[city, stem, TRAIN_ID_SUFFIX], True))
+        elif (city, stem, LABEL_ID_SUFFIX) in gt:
+            samples.append(Sample(stem, image, gt[city, stem, LABEL_ID_SUFFIX], False))
+        else:
+            unlabeled.append(image)
+    orphans = [p for (city, stem, _), p in sorted(gt.items()) if (city, stem) not in images]
+    return Pairing(samples, unlabeled, orphans, unexpected)
+
+
+def find_samples(root: str | os.PathLike, split: str) -> list[Sample]:
+    found = pair_files(root, split)
+    image_dir, label_dir = Path(root) / "leftImg8bit" / split, Path(root) / "gtFine" / split
+    if not found.samples and not found.unlabeled:
         raise DatasetError(f"split {split!r} is empty: no *{IMAGE_SUFFIX} files under {image_dir}/<city>/")
-    label_stems = {p.name[: -len(LABEL_ID_SUFFIX)] for p in label_dir.glob(f"*/*{LABEL_ID_SUFFIX}")}
-    label_stems |= {p.name[: -len(TRAIN_ID_SUFFIX)] for p in label_dir.glob(f"*/*{TRAIN_ID_SUFFIX}")}
-    orphans = sorted(label_stems - set(images))
+    orphans = sorted({p.name.rsplit("_gtFine_", 1)[0] for p in found.orphans
+                      if p.name.endswith((LABEL_ID_SUFFIX, TRAIN_ID_SUFFIX))})
     if orphans:
         raise DatasetError(f"{len(orphans)} label(s) in {label_dir} have no image, e.g. {orphans[0]} "
                            f"(expected {image_dir}/<city>/{orphans[0]}{IMAGE_SUFFIX})")
-    samples = []
-    for stem, image in sorted(images.items()):
-        city_dir = label_dir / image.parent.name
-        train_ids, label_ids = city_dir / f"{stem}{TRAIN_ID_SUFFIX}", city_dir / f"{stem}{LABEL_ID_SUFFIX}"
-        if train_ids.is_file():
-            samples.append(Sample(stem, image, train_ids, True))
-        elif label_ids.is_file():
-            samples.append(Sample(stem, image, label_ids, False))
-        else:
-            raise DatasetError(f"{image} has no label: expected {label_ids} (or {train_ids.name})")
-    return samples
+    if found.unlabeled:
+        image = found.unlabeled[0]
+        raise DatasetError(f"{image} has no label: expected {gt_path(image, LABEL_ID_SUFFIX)} "
+                           f"(or {gt_path(image, TRAIN_ID_SUFFIX).name})")
+    return found.samples
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """RGB uint8 HxWx3."""
+    """RGB uint8 HxWx3 (`engine.images`: the decoder of every image users give us)."""
     try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))  # writable: torch.from_numpy warns on read-only
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read image ({e})") from None
+        return images.read_image(path)
+    except images.ImageError as e:
+        raise DatasetError(str(e)) from None
 
 
 def read_label(sample: Sample) -> np.ndarray:
@@ -103,18 +153,24 @@ def read_label(sample: Sample) -> np.ndarray:
         if label.min() < 0 or label.max() > 255:
             raise DatasetError(f"{path}: values outside 0..255 ({label.min()}..{label.max()}); not a label map")
         label = label.astype(np.uint8)
+    valid = _VALID_TRAIN_ID if sample.train_ids else _VALID_LABEL_ID
+    bad = ~valid[label]
+    if not bad.any():
+        return label if sample.train_ids else classes.label_ids_to_train_ids(label)
+    # the histogram tells the two kinds apart: 255 (ignore) is in every trainId map of a Cityscapes frame
+    # (ego vehicle, out of roi...) and never a label id; label ids of most things (vegetation 21, sky 23,
+    # person 24, car 26...) are above the last trainId (18)
+    present = np.unique(label).tolist()
+    values = sorted(set(np.unique(label[bad]).tolist()))
     if sample.train_ids:
-        bad = ~_VALID_TRAIN_ID[label]
-        if bad.any():
-            raise DatasetError(f"{path}: values {sorted(set(np.unique(label[bad]).tolist()))} are not trainIds (0-18, 255)")
-        return label
-    bad = ~_VALID_LABEL_ID[label]
-    if bad.any():
-        values = sorted(set(np.unique(label[bad]).tolist()))
-        hint = (" It looks like a trainId map (it contains 255): name such files *_gtFine_labelTrainIds.png,"
-                " or write label ids.") if classes.IGNORE_INDEX in values else ""
-        raise DatasetError(f"{path}: values {values} are not Cityscapes label ids (0-33).{hint}")
-    return classes.label_ids_to_train_ids(label)
+        hint = (f" It looks like a label-id map (values up to 33, no 255): a *_labelIds map saved under the "
+                f"_labelTrainIds name; rename it to {sample.stem}{LABEL_ID_SUFFIX}.") \
+            if max(present) <= 33 else ""
+        raise DatasetError(f"{path}: values {values} are not trainIds (0-18, 255).{hint}")
+    hint = (f" It looks like a trainId map (only 0-18 and 255): a *_labelTrainIds map saved under the _labelIds "
+            f"name; rename it to {sample.stem}{TRAIN_ID_SUFFIX}, or write label ids.") \
+        if values == [classes.IGNORE_INDEX] and max(present[:-1], default=0) < classes.NUM_CLASSES else ""
+    raise DatasetError(f"{path}: values {values} are not Cityscapes label ids (0-33).{hint}")
 
 
 class _CacheColumn:
