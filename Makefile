@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install install-test demo demo-headless test dashboard screenshots bench-rerender clean
+.PHONY: install install-test postgresql demo demo-headless test dashboard screenshots bench-rerender clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 /usr/bin/chromium:       # Debian's Chromium for the browser tests (apt; root or passwordless sudo)
 	scripts/install-chromium.sh
 
+postgresql:              # Debian's PostgreSQL server for the store's tests (apt when missing; root or passwordless sudo)
+	scripts/install-postgresql.sh
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -27,7 +30,7 @@ demo: install            ## synthetic data -> train + evaluate every variant (qu
 demo-headless: install   ## the same, without starting the dashboard
 	$(PY) -m engine demo --no-dashboard
 
-test: install-test /usr/bin/chromium   ## the whole test suite
+test: install-test /usr/bin/chromium postgresql   ## the whole test suite (SQLite and PostgreSQL stores)
 	$(PY) -m pytest
 
 dashboard: install

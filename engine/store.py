@@ -2,10 +2,14 @@
 
 This is the only module with SQL/ORM code; callers get plain dicts and lists of dicts.
 The URL is any SQLAlchemy URL (default `engine.settings.db_url()`: RESULTS_DB or
-sqlite:///<repo>/results.db). On SQLite every connection runs in WAL mode with a 30 s busy
-timeout and foreign keys on, so a dashboard can read while training writes. Every write is
-its own short transaction, begun on SQLite with BEGIN IMMEDIATE (it waits for the write lock up
-front, so its reads and writes are one atomic step); every read session sees one snapshot.
+sqlite:///<repo>/results.db, or postgresql+psycopg://user@host/db for a database shared by several
+machines). On SQLite every connection runs in WAL mode with a 30 s busy timeout and foreign keys on,
+so a dashboard can read while training writes. Every write is its own short transaction, begun on
+SQLite with BEGIN IMMEDIATE (it waits for the write lock up front, so its reads and writes are one
+atomic step); on PostgreSQL writes run READ COMMITTED and lock the rows they read-modify-write
+(SELECT ... FOR UPDATE on the run), upserts are INSERT ... ON CONFLICT, and schema creation or
+migration holds an advisory lock, so several writers (processes, machines) at once lose nothing.
+Every read session sees one snapshot (PostgreSQL: REPEATABLE READ).
 Datetimes are timezone-aware UTC. Float metrics that are NaN or infinite are stored as None
 (NULL), never NaN.
 
@@ -16,6 +20,9 @@ writes (upsert by resolved path), which `engine.checkpoints.load(..., store=)` c
 The schema carries a version (meta.schema_version). Opening a store of an older version this code
 knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table); any other
 version is refused with StoreVersionError before anything is written.
+
+`copy_store(source, target)` (`python -m engine db migrate-to URL`) copies a whole store, ids
+included, into an empty database of any backend in one transaction.
 """
 from __future__ import annotations
 
@@ -27,9 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator,
-                        UniqueConstraint, create_engine, event, func, inspect, select)
+                        UniqueConstraint, create_engine, event, func, inspect, select, text)
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (ArgumentError, IntegrityError, NoSuchModuleError, OperationalError,
+                            ProgrammingError)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from engine import settings
@@ -42,6 +52,14 @@ RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 class StoreUrlError(ValueError):
     """RESULTS_DB / --db is not a database URL."""
+
+
+class StoreConnectError(StoreUrlError):
+    """The database of a valid URL cannot be reached or opened (server down, no such database...)."""
+
+
+class StoreCopyError(RuntimeError):
+    """`copy_store` refused to copy (e.g. the target already holds results)."""
 
 
 class StoreVersionError(RuntimeError):
@@ -243,7 +261,13 @@ def sqlite_path(url: str) -> Path | None:
 def _engine_for(url: str):
     u = _parse(url)
     if u.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # PostgreSQL: reads see one snapshot (REPEATABLE READ); Store._writer switches to READ COMMITTED.
+        opts = {"isolation_level": "REPEATABLE READ"} if u.get_backend_name() == "postgresql" else {}
+        try:
+            return create_engine(url, pool_pre_ping=True, **opts)
+        except (NoSuchModuleError, ImportError) as e:
+            raise StoreUrlError(f"{u.render_as_string(hide_password=True)}: no driver for this database ({e}); "
+                                f"for PostgreSQL use postgresql+psycopg://... with psycopg installed") from None
     if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
         Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     eng = create_engine(url)
@@ -265,20 +289,37 @@ def _engine_for(url: str):
 
 
 _WRITE = "segbench_write"  # execution option of Store._writer: its transactions take the write lock first
+_SCHEMA_LOCK = 0x5E6BE7C4  # pg_advisory_xact_lock key held while creating or migrating the schema
+
+
+def _upsert(conn, table, values: dict, key: list[str]):
+    """INSERT ... ON CONFLICT (key) DO UPDATE on SQLite and PostgreSQL; None on other dialects
+    (the caller falls back on select-then-insert-or-update)."""
+    mod = {"postgresql": pg_dialect, "sqlite": sqlite_dialect}.get(conn.dialect.name)
+    if mod is None:
+        return None
+    stmt = mod.insert(table).values(**values)
+    return conn.execute(stmt.on_conflict_do_update(index_elements=key,
+                                                   set_={k: stmt.excluded[k] for k in values if k not in key}))
 
 
 class Store:
     def __init__(self, url: str | None = None):
         self.url = settings.db_url(url)
         self._engine = _engine_for(self.url)
-        self._writer = self._engine.execution_options(**{_WRITE: True})
+        write_opts = {"isolation_level": "READ COMMITTED"} if self._engine.dialect.name == "postgresql" else {}
+        self._writer = self._engine.execution_options(**{_WRITE: True}, **write_opts)
         for attempt in range(3):  # two processes creating a fresh database at once: the loser retries
             try:
                 if self._version() != str(SCHEMA_VERSION):  # an up-to-date store is only read, never written
                     self._create_or_migrate()
                 break
-            except (IntegrityError, OperationalError, ProgrammingError):
+            except (IntegrityError, OperationalError, ProgrammingError) as e:
                 if attempt == 2:
+                    if isinstance(e, OperationalError) and self._engine.dialect.name != "sqlite":
+                        shown = make_url(self.url).render_as_string(hide_password=True)
+                        raise StoreConnectError(f"cannot open results store {shown}: "
+                                                f"{str(e.orig).strip().splitlines()[0]}") from None
                     raise
                 time.sleep(0.2)
 
@@ -302,6 +343,8 @@ class Store:
         record SCHEMA_VERSION, in one write transaction (on SQLite BEGIN IMMEDIATE: a second process
         opening the same old store waits for the lock, then finds it migrated)."""
         with self._writer.begin() as conn:
+            if conn.dialect.name == "postgresql":  # a second process creating/migrating waits here, then finds it done
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
             version = self._version(conn)
             if version == str(SCHEMA_VERSION):
                 return
@@ -343,7 +386,7 @@ class Store:
                       val_miou=_f(val_miou), val_pixel_accuracy=_f(val_pixel_accuracy), lr=_f(lr),
                       seconds=_f(seconds), images_per_second=_f(images_per_second), logged_at=_now())
         with Session(self._writer) as s, s.begin():
-            run = s.get(Run, run_id)
+            run = s.get(Run, run_id, with_for_update=True)  # PostgreSQL: one writer of this run's epochs at a time
             if run is None:
                 raise KeyError(f"no run with id {run_id}")
             row = s.scalar(select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch == int(epoch)))
@@ -361,7 +404,7 @@ class Store:
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
         with Session(self._writer) as s, s.begin():
-            run = s.get(Run, run_id)
+            run = s.get(Run, run_id, with_for_update=True)
             if run is None:
                 raise KeyError(f"no run with id {run_id}")
             run.status, run.error, run.finished_at = status, error, _now()
@@ -374,7 +417,7 @@ class Store:
     def reopen_run(self, run_id) -> None:
         """A resumed run is running again (its epochs so far are kept)."""
         with Session(self._writer) as s, s.begin():
-            run = s.get(Run, run_id)
+            run = s.get(Run, run_id, with_for_update=True)
             if run is None:
                 raise KeyError(f"no run with id {run_id}")
             run.status, run.error, run.finished_at = "running", None, None
@@ -387,6 +430,8 @@ class Store:
         for attempt in range(2):  # two writers inserting the same new path at once: the loser updates
             try:
                 with Session(self._writer) as s, s.begin():
+                    if _upsert(s.connection(), CheckpointFile.__table__, dict(path=key, **values), ["path"]):
+                        return
                     row = s.scalar(select(CheckpointFile).where(CheckpointFile.path == key))
                     if row is None:
                         s.add(CheckpointFile(path=key, **values))
@@ -445,7 +490,7 @@ class Store:
                       .group_by(Epoch.run_id).subquery())
         with Session(self._writer) as s, s.begin():
             rows = s.execute(select(Run, last_epoch.c.last).outerjoin(last_epoch, last_epoch.c.run_id == Run.id)
-                             .where(Run.status == "running")).all()
+                             .where(Run.status == "running").with_for_update(of=Run)).all()
             stale = [run for run, last in rows if max(run.started_at, last or run.started_at) < cutoff]
             for run in stale:
                 run.status = "interrupted"
@@ -537,3 +582,43 @@ class Store:
 
 def open_store(url: str | None = None) -> Store:
     return Store(url)
+
+
+def copy_store(source: str | None, target: str) -> dict[str, int]:
+    """Copy every row of the store at `source` (default RESULTS_DB) into the database at `target`, ids
+    and relations as they are, in one write transaction; returns {table: rows copied}. The target's
+    schema is created when it is empty; a target already holding results (any row besides meta's
+    schema version) is refused with StoreCopyError, so ids never clash. On PostgreSQL the id sequences
+    are moved past the copied ids, so the next run written there gets a fresh id."""
+    src_url = settings.db_url(source)
+    path = sqlite_path(src_url)
+    if path is not None and not path.is_file():
+        raise StoreUrlError(f"no results store at {path} (the source: --db or RESULTS_DB)")
+    if _parse(src_url) == _parse(target):
+        raise StoreCopyError("the source and the target are the same database")
+    tables = [t for t in Base.metadata.sorted_tables if t.name != Meta.__tablename__]  # parents before children
+    with Store(src_url) as src, Store(target) as dst:
+        shown = make_url(dst.url).render_as_string(hide_password=True)
+        with dst._writer.begin() as out, src._engine.connect() as inp, inp.begin():
+            if out.dialect.name == "postgresql":  # no second copy into the same database at once
+                out.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+            held = {t.name: n for t in tables if (n := out.scalar(select(func.count()).select_from(t)))}
+            if held:
+                raise StoreCopyError(f"the target {shown} already holds results ("
+                                     + ", ".join(f"{n} {name}" for name, n in held.items())
+                                     + "); copy into an empty database")
+            counts = {}
+            for t in tables:
+                rows = [dict(r._mapping) for r in inp.execute(select(t).order_by(*t.primary_key.columns))]
+                for i in range(0, len(rows), 1000):
+                    out.execute(t.insert(), rows[i:i + 1000])
+                counts[t.name] = len(rows)
+            meta = Meta.__table__
+            for key, value in inp.execute(select(meta.c.key, meta.c.value).where(meta.c.key != "schema_version")):
+                out.execute(meta.delete().where(meta.c.key == key))
+                out.execute(meta.insert().values(key=key, value=value))
+            if out.dialect.name == "postgresql":  # explicit ids leave the sequences behind: move them past
+                for t in tables:
+                    out.execute(text(f"SELECT setval(pg_get_serial_sequence('{t.name}', 'id'), "
+                                     f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {t.name}"))
+        return counts

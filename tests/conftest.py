@@ -12,6 +12,7 @@ os.environ.setdefault("SEGBENCH_OFFLINE", "1")
 
 from engine.config import load_recipe  # noqa: E402
 from engine.data.synthetic import write_synthetic_dataset  # noqa: E402
+from tests.postgres import pg_database, pg_url, store_url  # noqa: E402,F401  (PostgreSQL fixtures)
 
 
 def tiny_recipe(name: str, *, iters: int = 2, epochs: int = 1, size=(64, 32)):

@@ -1,4 +1,5 @@
-"""The results store against real SQLite files (no mocks)."""
+"""The results store against real databases (no mocks): SQLite files, and PostgreSQL databases of a
+throwaway server (tests/postgres.py) wherever a test takes `store_url` or `store`."""
 from __future__ import annotations
 
 import json
@@ -25,9 +26,25 @@ def _url(tmp_path, name="results.db"):
     return f"sqlite:///{tmp_path / name}"
 
 
+def _sql(url: str, query: str, types: dict | None = None, **params) -> list[tuple]:
+    """Run one statement on the database at `url` (either backend), committed; its rows, if any."""
+    from sqlalchemy import bindparam, create_engine, text
+
+    stmt = text(query)
+    if types:
+        stmt = stmt.bindparams(*(bindparam(k, type_=t) for k, t in types.items()))
+    eng = create_engine(url)
+    try:
+        with eng.begin() as c:
+            res = c.execute(stmt, params)
+            return [tuple(r) for r in res] if res.returns_rows else []
+    finally:
+        eng.dispose()
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = Store(_url(tmp_path))
+def store(store_url):
+    s = Store(store_url)
     yield s
     s.close()
 
@@ -106,9 +123,7 @@ def test_full_round_trip(store):
     assert by_name["train"] is None and by_name["road"] == pytest.approx(0.95)
     assert all(r["run_id"] == rid and r["variant"] == "deeplabv3plus_r50" for r in table)
     # No NaN anywhere in the database (NULL instead).
-    con = sqlite3.connect(store.url.removeprefix("sqlite:///"))
-    assert con.execute("SELECT COUNT(*) FROM class_ious WHERE iou IS NULL").fetchone()[0] == 2
-    con.close()
+    assert _sql(store.url, "SELECT COUNT(*) FROM class_ious WHERE iou IS NULL") == [(2,)]
 
 
 def test_failed_run_in_leaderboard(store):
@@ -251,13 +266,10 @@ def test_concurrent_writer_waits_for_lock(tmp_path):
     s.close()
 
 
-def test_schema_version_mismatch(tmp_path):
-    url = _url(tmp_path)
+def test_schema_version_mismatch(store_url):
+    url = store_url
     Store(url).close()
-    con = sqlite3.connect(tmp_path / "results.db")
-    con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    con.commit()
-    con.close()
+    _sql(url, "UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(StoreVersionError, match=rf"schema version 99.*expects schema version {SCHEMA_VERSION}"):
         Store(url)
 
@@ -300,15 +312,15 @@ def test_benchmarks_round_trip(store):
     assert [b["id"] for b in store.benchmarks("train")] == [b2] and store.benchmarks("nope") == []
 
 
-def test_mark_stale_running(store, tmp_path):
+def test_mark_stale_running(store):
+    from engine.store import UTCDateTime
+
     old, busy, fresh, done = (_start(store, variant=v) for v in ("old", "busy", "fresh", "done"))
     store.finish_run(done, status="completed")
     _epoch(store, busy, 1)
-    hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
-    con = sqlite3.connect(tmp_path / "results.db")
-    con.execute("UPDATE runs SET started_at=? WHERE id IN (?, ?, ?)", (hour_ago, old, busy, done))
-    con.commit()
-    con.close()
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    _sql(store.url, "UPDATE runs SET started_at=:t WHERE id IN (:a, :b, :c)", {"t": UTCDateTime()},
+         t=hour_ago, a=old, b=busy, c=done)
     # "busy" started an hour ago but logged an epoch just now: still alive.
     assert store.mark_stale_running(600) == 1
     status = {r["variant"]: r["status"] for r in store.runs()}
@@ -318,37 +330,34 @@ def test_mark_stale_running(store, tmp_path):
     assert store.mark_stale_running(0) == 2 and len(store.runs(status="interrupted")) == 3
 
 
-def _make_v1_store(tmp_path) -> tuple[str, int]:
+def _make_v1_store(url: str) -> tuple[str, int]:
     """A store as schema version 1 left it: today's tables minus `checkpoints`, meta says 1."""
-    url = _url(tmp_path)
     s = Store(url)
     rid = _start(s, variant="from_v1")
     _epoch(s, rid, 1, miou=0.25)
     _evaluate(s, rid, 0.3, variant="from_v1")
     s.close()
-    con = sqlite3.connect(tmp_path / "results.db")
-    con.execute("DROP TABLE checkpoints")
-    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-    con.commit()
-    con.close()
+    _sql(url, "DROP TABLE checkpoints")
+    _sql(url, "UPDATE meta SET value='1' WHERE key='schema_version'")
     return url, rid
 
 
-def _tables(db: Path) -> set[str]:
-    con = sqlite3.connect(db)
+def _tables(url: str) -> set[str]:
+    from sqlalchemy import create_engine, inspect
+
+    eng = create_engine(url)
     try:
-        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return set(inspect(eng).get_table_names())
     finally:
-        con.close()
+        eng.dispose()
 
 
-def test_v1_store_migrates_to_current_version_keeping_its_rows(tmp_path):
-    url, rid = _make_v1_store(tmp_path)
-    assert "checkpoints" not in _tables(tmp_path / "results.db")
+def test_v1_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_path):
+    url, rid = _make_v1_store(store_url)
+    assert "checkpoints" not in _tables(url)
     s = Store(url)
-    con = sqlite3.connect(tmp_path / "results.db")
-    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "2"
-    con.close()
+    assert _sql(url, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert SCHEMA_VERSION == 2
     assert [r["variant"] for r in s.runs()] == ["from_v1"] and [e["epoch"] for e in s.epochs(rid)] == [1]
     assert s.leaderboard()[0]["miou"] == pytest.approx(0.3)
     s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="u", run_id=rid)
@@ -357,8 +366,8 @@ def test_v1_store_migrates_to_current_version_keeping_its_rows(tmp_path):
     Store(url).close()  # opening the migrated store again is a no-op
 
 
-def test_v1_store_opened_by_several_processes_at_once(tmp_path):
-    url, rid = _make_v1_store(tmp_path)
+def test_v1_store_opened_by_several_processes_at_once(store_url):
+    url, rid = _make_v1_store(store_url)
     code = ("import sys; from engine.store import Store; s = Store(sys.argv[1]); "
             "print(len(s.runs()), s.checkpoint_record('/nowhere') is None)")
     procs = [_python(code, url) for _ in range(3)]
@@ -366,20 +375,15 @@ def test_v1_store_opened_by_several_processes_at_once(tmp_path):
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
         assert out.split() == ["1", "True"]
-    con = sqlite3.connect(tmp_path / "results.db")
-    assert con.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
-    con.close()
+    assert _sql(url, "SELECT value FROM meta") == [(str(SCHEMA_VERSION),)]
 
 
-def test_newer_schema_version_is_refused_untouched(tmp_path):
-    url, _ = _make_v1_store(tmp_path)
-    con = sqlite3.connect(tmp_path / "results.db")
-    con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    con.commit()
-    con.close()
+def test_newer_schema_version_is_refused_untouched(store_url):
+    url, _ = _make_v1_store(store_url)
+    _sql(url, "UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(StoreVersionError, match=r"has schema version 99, but this code expects schema version 2"):
         Store(url)
-    assert "checkpoints" not in _tables(tmp_path / "results.db")  # nothing written to a store it cannot use
+    assert "checkpoints" not in _tables(url)  # nothing written to a store it cannot use
 
 
 def test_record_checkpoint_upserts_by_resolved_path(store, tmp_path):
@@ -392,6 +396,4 @@ def test_record_checkpoint_upserts_by_resolved_path(store, tmp_path):
     assert rec["sha256"] == "22" * 32 and rec["path"] == str((tmp_path / "w" / "best.pt").resolve())
     assert rec["kind"] == "best" and rec["run_id"] == rid and rec["written_at"].tzinfo is not None
     assert store.checkpoint_record(tmp_path / "w" / "last.pt") is None
-    con = sqlite3.connect(tmp_path / "results.db")
-    assert con.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 1
-    con.close()
+    assert _sql(store.url, "SELECT COUNT(*) FROM checkpoints") == [(1,)]
