@@ -66,6 +66,7 @@ def cmd_variants(a) -> int:
 
 
 def cmd_train(a) -> int:
+    from engine import distributed
     from engine.config import load_recipe, validate
     from engine.store import Store
     from engine.train import train
@@ -75,23 +76,42 @@ def cmd_train(a) -> int:
         if getattr(a, key) is not None:
             setattr(recipe.schedule, key, getattr(a, key))
     validate(recipe, f"{a.variant} (with the command line's values)")
-    res = train(recipe, store=Store(a.db), data_root=_data_root(a), device=a.device, weights_dir=a.weights_dir,
-                resume=a.resume, progress=not a.quiet)
+    if a.micro_batch is not None and a.micro_batch < 1:
+        print("error: --micro-batch must be >= 1", file=sys.stderr)
+        return 2
+    distributed.init(a.device)  # under torchrun: join the group (a no-op otherwise)
+    main = distributed.is_main()
+    try:
+        res = train(recipe, store=Store(a.db) if main else None, data_root=_data_root(a),
+                    device=a.device, weights_dir=a.weights_dir, resume=a.resume, progress=not a.quiet,
+                    micro_batch=a.micro_batch)
+    finally:
+        distributed.cleanup()
+    if not main:
+        return 0
     print(f"{recipe.name}: {res.epochs} epoch(s), {res.iterations} iterations in {res.train_seconds:.1f}s "
           f"({res.images_per_second:.1f} img/s); best val mIoU {res.best_miou:.4f}; checkpoint {res.best_checkpoint}")
     return 0
 
 
 def cmd_evaluate(a) -> int:
+    from engine import distributed
     from engine.evaluate import evaluate_checkpoint
     from engine.store import Store
 
     if not a.variant and not a.checkpoint:
         print("error: give --variant NAME or --checkpoint PATH", file=sys.stderr)
         return 2
-    res = evaluate_checkpoint(variant=a.variant, checkpoint=a.checkpoint, data_root=_data_root(a), split=a.split,
-                              device=a.device, store=Store(a.db), weights_dir=a.weights_dir,
-                              save_predictions=a.save_predictions, eval_size=a.eval_size, progress=not a.json)
+    distributed.init(a.device)  # under torchrun: images sharded over ranks, rank 0 prints and records
+    main = distributed.is_main()
+    try:
+        res = evaluate_checkpoint(variant=a.variant, checkpoint=a.checkpoint, data_root=_data_root(a), split=a.split,
+                                  device=a.device, store=Store(a.db) if main else None, weights_dir=a.weights_dir,
+                                  save_predictions=a.save_predictions, eval_size=a.eval_size, progress=not a.json)
+    finally:
+        distributed.cleanup()
+    if not main:
+        return 0
     if a.json:
         print(json.dumps(res))
         return 0
@@ -343,6 +363,25 @@ def cmd_demo(a) -> int:
                     dashboard=not a.no_dashboard, profile=a.profile)
 
 
+def cmd_db_migrate_to(a) -> int:
+    from sqlalchemy.engine import make_url
+
+    from engine import settings
+    from engine.store import StoreCopyError, copy_store
+
+    try:
+        counts = copy_store(a.db, a.url)
+    except StoreCopyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    src = make_url(settings.db_url(a.db)).render_as_string(hide_password=True)
+    dst = make_url(a.url).render_as_string(hide_password=True)
+    print(f"copied {src} -> {dst}:")
+    for table, n in counts.items():
+        print(f"  {table:12s} {n}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Train, evaluate and compare Cityscapes "
                                      "segmentation models; results go to the results store.")
@@ -375,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write last.pt every N iterations, mid-epoch included (default: the recipe's)")
     p.add_argument("--resume", action="store_true", help="continue from weights/<variant>/last.pt (exactly where it stopped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--micro-batch", type=int, metavar="N",
+                   help="at most N images per process and forward pass: gradient accumulation keeps the "
+                        "recipe's total batch (under torchrun the total is split over the processes first)")
     _common(p)
     p.set_defaults(func=cmd_train)
 
@@ -469,6 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     fast_path(p)
     _common(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("db", help="results store maintenance")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    p = db_sub.add_parser("migrate-to", help="copy the whole store (--db / RESULTS_DB) into another, empty database, "
+                                             "ids included, e.g. a SQLite results.db into PostgreSQL")
+    p.add_argument("url", help="SQLAlchemy URL of the target, e.g. postgresql+psycopg://user:pass@host/segbench")
+    _common(p, data=False, weights=False, device=False)
+    p.set_defaults(func=cmd_db_migrate_to)
     return parser
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from engine import checkpoints, classes, profiling
+from engine import checkpoints, classes, distributed, profiling
 from engine.config import LossConfig
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import EvalTransform, eval_collate
@@ -30,7 +30,12 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
                    save_dir: str | os.PathLike | None = None, stems: list[str] | None = None,
                    progress: bool = True) -> dict:
     """Confusion-matrix metrics (+ mean loss when `loss_fn(logits, target)` is given) over a loader
-    that yields (images at the eval size, list of full-resolution trainId labels)."""
+    that yields (images at the eval size, list of full-resolution trainId labels).
+
+    Under torchrun every rank calls it with its shard of the images (`distributed.shard`; `stems`
+    those of the shard): the confusion matrices, loss sums and counts are summed over ranks, so
+    every rank returns the metrics of the whole split (IoUs and pixel accuracy exactly as one
+    process computes them; the mean loss up to float summation order)."""
     model.eval()
     cm = ConfusionMatrix()
     loss_sum, n = torch.zeros((), device=device, dtype=torch.float64), 0
@@ -50,7 +55,11 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
                     label_ids = classes.train_ids_to_label_ids(pred.to(torch.uint8).cpu().numpy())
                     Image.fromarray(label_ids).save(Path(save_dir) / f"{stems[n]}{PREDICTION_SUFFIX}")
                 n += 1
-    cm.reduce_from_all_processes()
+    cm.reduce_from_all_processes(device)
+    if distributed.world_size() > 1:
+        totals = distributed.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(n), device=device,
+                                                                                dtype=torch.float64)]))
+        loss_sum, n = totals[0], int(totals[1].item())
     result = cm.compute()
     result["mean_loss"] = float(loss_sum / n) if loss_fn is not None and n else None
     result["num_images"] = n
@@ -62,7 +71,7 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_roo
                         eval_size: tuple[int, int] | None = None, latency_repeats: int | None = None,
                         progress: bool = True) -> dict:
     """Evaluate a checkpoint on a split, profile it, record both in the store; returns the summary."""
-    dev = select_device(device)
+    dev = distributed.local_device(select_device(device))
     path = checkpoints.resolve(variant, checkpoint, weights_dir)
     ckpt = checkpoints.load(path, store=store)  # with a store: checked against the sha256 recorded at training
     model = checkpoints.build_from(ckpt).to(dev)
@@ -70,11 +79,16 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_roo
     variant = variant or recipe["name"]
     size = tuple(eval_size or recipe["data"].get("eval_size") or recipe["data"]["size"])
     dataset = CityscapesDataset(data_root, split, EvalTransform(size))
-    loader = DataLoader(dataset, batch_size=1, collate_fn=eval_collate, num_workers=min(2, os.cpu_count() or 1),
+    shard = distributed.shard(dataset)  # under torchrun: this rank's images; metrics all-reduced
+    loader = DataLoader(shard, batch_size=1, collate_fn=eval_collate, num_workers=min(2, os.cpu_count() or 1),
                         pin_memory=dev.type == "cuda")
     loss_fn = SegmentationLoss(LossConfig(**recipe["schedule"]["loss"])).single
     m = evaluate_model(model, loader, dev, loss_fn=loss_fn, save_dir=save_predictions,
-                       stems=[s.stem for s in dataset.samples], progress=progress)
+                       stems=[dataset.samples[i].stem for i in getattr(shard, "indices", range(len(dataset)))],
+                       progress=progress and distributed.is_main())
+    if not distributed.is_main():  # rank 0 alone profiles and records
+        return {"mIoU": m["miou"], "pixel_accuracy": m["pixel_accuracy"], "mean_loss": m["mean_loss"],
+                "per_class_iou": m["per_class_iou"], "num_images": m["num_images"]}
     prof = profiling.profile(model, path, size, dev,
                              repeats=latency_repeats or recipe["schedule"].get("latency_repeats", 10))
     sha = checkpoints.sha256(path)

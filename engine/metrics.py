@@ -27,8 +27,12 @@ class ConfusionMatrix:
             inds = n * target[k].to(torch.int64) + pred[k].to(torch.int64)
             self.mat += torch.bincount(inds, minlength=n * n).reshape(n, n)
 
-    def reduce_from_all_processes(self) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.mat is not None:
+    def reduce_from_all_processes(self, device: torch.device | str = "cpu") -> None:
+        """Sum the counts over torchrun's ranks (every rank calls it; one with no images yet counts
+        zeros on `device`). Integer counts: the result equals a single process's exactly."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if self.mat is None:
+                self.mat = torch.zeros((self.n, self.n), dtype=torch.int64, device=device)
             torch.distributed.all_reduce(self.mat)
 
     def compute(self) -> dict:

@@ -27,6 +27,7 @@ Speed, without changing what is computed:
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -43,7 +44,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
-from engine import checkpoints, evaluate
+from engine import checkpoints, distributed, evaluate
 from engine.config import Recipe
 from engine.data import check
 from engine.data.cityscapes import CityscapesDataset
@@ -96,22 +97,34 @@ class EpochSeededBatches(torch.utils.data.Sampler):
     only on the generator's state at its start (which a checkpoint keeps). Setting `skip` makes the
     next pass leave out its first `skip` batches (a resumed epoch: their samples are never loaded).
     `num_samples` > dataset size gives several permutations back to back in one pass (for
-    throughput measurement)."""
+    throughput measurement).
+
+    Distributed (`world` > 1) and/or gradient accumulation (`accum` > 1): every rank draws the same
+    seed and permutation (same generator state); of each global batch of `batch_size` indices rank r
+    takes batch[r::world] and yields it as `accum` micro-batches. `skip` and `len` count global
+    batches x accum, so a resume skips the same optimizer steps whatever the number of ranks."""
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = True,
-                 num_samples: int | None = None):
+                 num_samples: int | None = None, rank: int = 0, world: int = 1, accum: int = 1):
         self.generator, self.skip = generator, 0
+        self.rank, self.world, self.accum = rank, world, accum
         self.batches = BatchSampler(RandomSampler(range(n), generator=generator, num_samples=num_samples),
                                     batch_size, drop_last)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) * self.accum
 
     def __iter__(self):
         seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
         skip, self.skip = self.skip, 0
         for batch in itertools.islice(self.batches, skip, None):
-            yield [(seed, i) for i in batch]
+            if self.world == 1 and self.accum == 1:
+                yield [(seed, i) for i in batch]
+                continue
+            mine = batch[self.rank::self.world]
+            micro = len(mine) // self.accum
+            for k in range(self.accum):
+                yield [(seed, i) for i in mine[k * micro:(k + 1) * micro]]
 
 
 class SeededDataset(Dataset):
@@ -142,11 +155,14 @@ def build_datasets(recipe: Recipe, data_root=None) -> tuple[CityscapesDataset, C
 
 
 def build_train_loader(train_set: Dataset, recipe: Recipe, dev: torch.device, generator: torch.Generator, *,
-                       num_samples: int | None = None) -> DataLoader:
-    """Shuffled, drop_last batches; pinned memory on CUDA; workers kept alive and prefetching."""
+                       num_samples: int | None = None, accum: int = 1, batch_size: int | None = None) -> DataLoader:
+    """Shuffled, drop_last batches; pinned memory on CUDA; workers kept alive and prefetching.
+    Under torchrun each rank loads its shard of every global batch (`batch_size`, default the
+    recipe's), in `accum` micro-batches (see EpochSeededBatches)."""
     workers = recipe.data.workers
-    batches = EpochSeededBatches(len(train_set), min(recipe.data.batch_size, len(train_set)), generator,
-                                 num_samples=num_samples)
+    batches = EpochSeededBatches(len(train_set), batch_size or min(recipe.data.batch_size, len(train_set)), generator,
+                                 num_samples=num_samples, rank=distributed.rank(), world=distributed.world_size(),
+                                 accum=accum)
     # the loader's own base seed comes from a generator of its own: the training generator and the
     # global RNG see only the draws listed in EpochSeededBatches
     return DataLoader(SeededDataset(train_set), batch_sampler=batches, num_workers=workers,
@@ -159,6 +175,7 @@ def build_val_loader(val_set: Dataset, recipe: Recipe, dev: torch.device) -> Dat
     workers = recipe.data.workers
     # a generator of its own: each pass draws seeds from it, which must not come from the global RNG
     # (dropout's, saved in last.pt: a resume that repeats a validation would otherwise drift)
+    val_set = distributed.shard(val_set)  # under torchrun: this rank's images (evaluate_model all-reduces)
     return DataLoader(val_set, batch_size=1, collate_fn=eval_collate, num_workers=workers,
                       pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
                       worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(0))
@@ -169,16 +186,42 @@ def build_model_for(recipe: Recipe, dev: torch.device) -> tuple[torch.nn.Module,
     same module, or its torch.compile wrapper when `schedule.compile` is set and `dev` is CUDA.
     Checkpoints and validation use `model` (state dict keys without the compile prefix)."""
     model = build_model(recipe.model.arch, dropout=recipe.model.dropout, aux_loss=recipe.model.aux_loss,
-                        pretrained_backbone=recipe.model.pretrained_backbone).to(dev)
+                        pretrained_backbone=recipe.model.pretrained_backbone)
+    if dev.type == "cuda" and distributed.world_size() > 1:  # BatchNorm statistics over all GPUs' samples
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(dev)
     if dev.type != "cuda":
         return model, model
     model = model.to(memory_format=torch.channels_last)
     return model, torch.compile(model) if recipe.schedule.compile else model
 
 
-def train_step(forward: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, loss_fn, optimizer,
+def _no_sync(forward: torch.nn.Module):
+    """DDP's no_sync() (gradients kept local: an accumulation micro-step), else nothing."""
+    ddp = getattr(forward, "_orig_mod", forward)  # under torch.compile
+    return ddp.no_sync() if hasattr(ddp, "no_sync") else contextlib.nullcontext()
+
+
+def train_step(forward: torch.nn.Module, images, targets, loss_fn, optimizer,
                scheduler, dev: torch.device) -> torch.Tensor:
-    """One optimizer step on a CPU batch; returns the loss (on the device, not read)."""
+    """One optimizer step on a CPU batch; returns the loss (on the device, not read). With lists of
+    micro-batches (gradient accumulation): the mean of their losses is minimised, gradients summed
+    locally and (under DDP) all-reduced once, in the last micro-batch's backward."""
+    if isinstance(images, list):
+        optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=dev)
+        for k, (x, y) in enumerate(zip(images, targets)):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _no_sync(forward) if k < len(images) - 1 else contextlib.nullcontext():
+                with autocast(dev):
+                    loss = loss_fn(forward(x), y)
+                (loss / len(images)).backward()
+            total += loss.detach()
+        optimizer.step()
+        scheduler.step()
+        return total / len(images)
     images = images.to(dev, non_blocking=True)
     targets = targets.to(dev, non_blocking=True)
     if dev.type == "cuda":
@@ -220,9 +263,15 @@ class LossMeter:
             self._event.record(torch.cuda.current_stream(self.dev))
         return self.latest
 
-    def mean(self) -> float:
-        """The epoch's mean loss: one synchronisation."""
-        return (self.sum / max(self.steps, 1)).item()
+    def global_sum(self) -> torch.Tensor:
+        """The sum, averaged over ranks under torchrun (a collective: every rank calls it); else `sum`."""
+        if distributed.world_size() == 1:
+            return self.sum
+        return distributed.all_reduce_sum(self.sum.detach().clone()) / distributed.world_size()
+
+    def mean(self, local: bool = False) -> float:
+        """The epoch's mean loss (over ranks, unless `local`): one synchronisation."""
+        return ((self.sum if local else self.global_sum()) / max(self.steps, 1)).item()
 
 
 class _SigintGuard:
@@ -285,17 +334,37 @@ def build_scheduler(optimizer, recipe: Recipe, iters_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
 
 
-def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto", weights_dir=None,
-          resume: bool = False, progress: bool = True) -> TrainResult:
+def _steps(loader, accum: int):
+    """The loader's batches, or (with gradient accumulation) lists of `accum` micro-batches per step."""
+    if accum == 1:
+        return loader
+
+    def grouped():
+        it = iter(loader)
+        while group := list(itertools.islice(it, accum)):
+            yield [x for x, _ in group], [y for _, y in group]
+    return grouped()
+
+
+def train(recipe: Recipe, *, store: Store | None, data_root=None, device: str = "auto", weights_dir=None,
+          resume: bool = False, progress: bool = True, micro_batch: int | None = None) -> TrainResult:
+    """Under torchrun (`engine.distributed.init` called first) every rank runs this: rank 0 alone
+    writes checkpoints and store rows (`store` may be None elsewhere), the others wait at barriers.
+    `micro_batch` caps the per-process batch: gradient accumulation keeps the recipe's total."""
     check.require_clean(data_root)  # pairing, names, header sizes and modes (no pixel decoded): fail before any work
-    dev = select_device(device)
-    generator = seed_everything(recipe.schedule.seed)
+    dev = distributed.local_device(select_device(device))
+    main, world = distributed.is_main(), distributed.world_size()
+    progress = progress and main
+    generator = seed_everything(recipe.schedule.seed)  # the same on every rank: the same permutations
     data, sched = recipe.data, recipe.schedule
     train_set, val_set = build_datasets(recipe, data_root)
-    batch_size = min(data.batch_size, len(train_set))
-    train_loader = build_train_loader(train_set, recipe, dev, generator)
+    micro, accum, batch_size, note = distributed.plan_batch(min(data.batch_size, len(train_set)), world, micro_batch)
+    if main and (progress or world > 1 or accum > 1):
+        print(f"effective total batch {batch_size} = world {world} x micro {micro} x accumulation {accum}{note}",
+              flush=True)
+    train_loader = build_train_loader(train_set, recipe, dev, generator, accum=accum, batch_size=batch_size)
     val_loader = build_val_loader(val_set, recipe, dev)
-    iters_per_epoch = len(train_loader)
+    iters_per_epoch = len(train_loader) // accum
     max_iters = sched.max_iters or math.inf
 
     model, forward = build_model_for(recipe, dev)
@@ -310,7 +379,8 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
     start_epoch, iteration, best_miou, run_uid, run_id, elapsed = 0, 0, -1.0, uuid.uuid4().hex, None, 0.0
     meter, epoch_s = LossMeter(dev), 0.0  # the epoch in progress: its losses so far, its seconds before this session
     if resume and not last_path.is_file():
-        print(f"--resume: no {last_path} yet, starting a new run")
+        if main:
+            print(f"--resume: no {last_path} yet, starting a new run")
     elif resume:
         ckpt = checkpoints.load(last_path, map_location=dev)
         model.load_state_dict(ckpt["model"])
@@ -327,12 +397,18 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
             meter.sum, meter.steps, epoch_s = done["loss_sum"].to(dev), done["steps"], done["seconds"]
             train_loader.batch_sampler.skip = meter.steps if iteration < max_iters else iters_per_epoch
         best_miou, run_uid, elapsed = ckpt["best_miou"], ckpt["run_uid"], ckpt["elapsed_seconds"]
-        existing = store.run_by_uid(run_uid)
+        existing = store.run_by_uid(run_uid) if main else None
         run_id = existing["id"] if existing else None
         if run_id is not None:
             store.reopen_run(run_id)
-        print(f"resuming {recipe.name} at epoch {start_epoch + 1} (step {meter.steps}), iteration {iteration}")
-    if run_id is None:
+        if main:
+            print(f"resuming {recipe.name} at epoch {start_epoch + 1} (step {meter.steps}), iteration {iteration}")
+    run_uid = distributed.broadcast_object(run_uid)  # one run: rank 0's uid everywhere
+    if world > 1:  # after any resume: DDP starts from rank 0's weights
+        forward = distributed.wrap(model, dev)
+        if sched.compile and dev.type == "cuda":
+            forward = torch.compile(forward)
+    if run_id is None and main:
         run_id = store.start_run(
             variant=recipe.name, arch=recipe.model.arch, backbone=BACKBONES[recipe.model.arch], profile=recipe.profile,
             hyperparameters=recipe.to_dict(), dataset=train_set.name, data_root=str(train_set.root),
@@ -343,7 +419,7 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
     best_state, best_info, best_written = None, None, None
     common = dict(arch=recipe.model.arch, recipe=recipe.to_dict(), run_uid=run_uid)
 
-    def save_checkpoints(epoch: int, iteration: int, val: dict | None) -> None:
+    def save_checkpoints(epoch: int, iteration: int, val: dict | None, loss_sum=None) -> None:
         """At the end of `epoch` (its validation `val`), or in the middle of it (`val` None: last.pt then
         holds the position in the epoch, the loss sum so far and the loader's state at the epoch's start)."""
         nonlocal best_written
@@ -356,7 +432,8 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
                  "best_miou": best_miou, "elapsed_seconds": time.perf_counter() - t_start}
         if val is None:
-            extra["in_epoch"] = {"steps": meter.steps, "loss_sum": meter.sum, "seconds": time.perf_counter() - t0}
+            extra["in_epoch"] = {"steps": meter.steps, "loss_sum": meter.sum if loss_sum is None else loss_sum,
+                                 "seconds": time.perf_counter() - t0}
         checkpoints.save(last_path, model.state_dict(), **common, epoch=epoch if val else epoch - 1, iteration=iteration,
                          metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")} if val else {},
                          extra=extra, store=store, run_id=run_id)  # each file's sha256 recorded in the store
@@ -384,14 +461,16 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
         while epoch < sched.epochs and (iteration < max_iters or meter.steps):  # a begun epoch always ends
             model.train()
             iter0 = iteration - meter.steps
-            bar = tqdm(train_loader, desc=f"{recipe.name} epoch {epoch + 1}/{sched.epochs}", disable=not progress,
-                       leave=False, dynamic_ncols=True, initial=meter.steps)
+            bar = tqdm(_steps(train_loader, accum), desc=f"{recipe.name} epoch {epoch + 1}/{sched.epochs}",
+                       disable=not progress, leave=False, dynamic_ncols=True, initial=meter.steps,
+                       total=iters_per_epoch)
             for images, targets in guard.released(bar):
                 meter.add(train_step(forward, images, targets, loss_fn, optimizer, scheduler, dev))
                 iteration += 1
-                images_seen += images.shape[0]
+                images_seen += sum(x.shape[0] for x in images) if accum > 1 else images.shape[0]
                 if meter.steps % LOSS_READ_EVERY == 0 or meter.steps == 1:  # never waits for the device (LossMeter)
-                    latest = meter.poll()
+                    # under torchrun: the mean over ranks (a collective), so that every rank stops together
+                    latest = meter.poll() if world == 1 else (meter.mean(), meter.steps)
                     if latest is not None and not math.isfinite(latest[0]):
                         raise _diverged(latest[0], epoch, iter0 + latest[1])
                     if latest is not None and progress:
@@ -400,9 +479,12 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
                 if iteration >= max_iters:  # only max_iters cuts an epoch short
                     break
                 if sched.checkpoint_every_iters and iteration % sched.checkpoint_every_iters == 0:
-                    if not math.isfinite(loss := meter.mean()):  # a diverged model is never checkpointed
+                    loss_sum = meter.global_sum()  # over ranks: what a resume (any number of ranks) starts from
+                    if not math.isfinite(loss := (loss_sum / max(meter.steps, 1)).item()):  # never checkpointed
                         raise _diverged(loss, epoch, iteration)
-                    save_checkpoints(epoch, iteration, None)
+                    if main:
+                        save_checkpoints(epoch, iteration, None, loss_sum)
+                    distributed.barrier()
             bar.close()
             train_loss = meter.mean()  # the epoch's one synchronisation, before the clock stops
             epoch_train_s = time.perf_counter() - t0
@@ -412,41 +494,50 @@ def train(recipe: Recipe, *, store: Store, data_root=None, device: str = "auto",
             guard.release()  # Ctrl-C during validation acts at once
             val = evaluate.evaluate_model(model, val_loader, dev, loss_fn=loss_fn.single, progress=False)
             guard.held = True
-            store.log_epoch(run_id, epoch=epoch + 1, iteration=iteration, train_loss=train_loss,
-                            val_loss=val["mean_loss"], val_miou=val["miou"], val_pixel_accuracy=val["pixel_accuracy"],
-                            lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
-                            images_per_second=meter.steps * batch_size / epoch_train_s)
+            if main:
+                store.log_epoch(run_id, epoch=epoch + 1, iteration=iteration, train_loss=train_loss,
+                                val_loss=val["mean_loss"], val_miou=val["miou"],
+                                val_pixel_accuracy=val["pixel_accuracy"], lr=optimizer.param_groups[0]["lr"],
+                                seconds=time.perf_counter() - t0,
+                                images_per_second=meter.steps * batch_size / epoch_train_s)
             if val["miou"] > best_miou:  # kept in memory; written with the next checkpoint
-                best_miou, best_state = val["miou"], {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+                best_miou = val["miou"]  # every rank: the same (all-reduced) validation
+                best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()} if main else None
                 best_info = dict(epoch=epoch, iteration=iteration, metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")})
             last_epoch = epoch + 1 >= sched.epochs or iteration >= max_iters
-            if last_epoch or (sched.checkpoint_every and (epoch + 1) % sched.checkpoint_every == 0):
+            if main and (last_epoch or (sched.checkpoint_every and (epoch + 1) % sched.checkpoint_every == 0)):
                 save_checkpoints(epoch, iteration, val)
+            distributed.barrier()
             if progress:
                 print(f"{recipe.name} epoch {epoch + 1}: loss {train_loss:.3f}  val mIoU {val['miou']:.4f}  "
                       f"pixel acc {val['pixel_accuracy']:.4f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
             epoch, meter, epoch_rng, epoch_s, t0 = epoch + 1, LossMeter(dev), generator.get_state(), 0.0, time.perf_counter()
     except KeyboardInterrupt:
-        saved = not guard.held and math.isfinite(meter.mean())  # else a second Ctrl-C mid-step: maybe torn
+        # no collectives from here on (other ranks may be gone): rank 0's own loss sum is saved
+        saved = not guard.held and math.isfinite(meter.mean(local=True))  # else a second Ctrl-C mid-step: maybe torn
         guard.held = True  # a further Ctrl-C waits for the checkpoint and the store
-        if saved:
+        if saved and main:
             save_checkpoints(epoch, iteration, None)
         how = (f"{last_path} saved at iteration {iteration}; the same command with --resume continues exactly"
                if saved else f"{last_path} not updated (stopped inside a step, or the loss is not finite)")
-        print(f"interrupted: {how}", file=sys.stderr, flush=True)
-        store.finish_run(run_id, status="interrupted", error=f"interrupted by the user (Ctrl-C): {how}",
-                         train_seconds=time.perf_counter() - t_start)
+        if main:
+            print(f"interrupted: {how}", file=sys.stderr, flush=True)
+            store.finish_run(run_id, status="interrupted", error=f"interrupted by the user (Ctrl-C): {how}",
+                             train_seconds=time.perf_counter() - t_start)
         raise
     except BaseException as e:
-        store.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}",
-                         train_seconds=time.perf_counter() - t_start)
+        if main and run_id is not None:
+            store.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}",
+                             train_seconds=time.perf_counter() - t_start)
         raise
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
         if sigint:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     total = time.perf_counter() - t_start
-    ips = images_seen / train_time if train_time > 0 else 0.0
-    store.finish_run(run_id, status="completed", train_seconds=total, images_per_second=ips,
-                     best_miou=best_miou, checkpoint=str(best_path))
+    ips = images_seen * world / train_time if train_time > 0 else 0.0  # every rank sees as many images
+    if main:
+        store.finish_run(run_id, status="completed", train_seconds=total, images_per_second=ips,
+                         best_miou=best_miou, checkpoint=str(best_path))
+    distributed.barrier()  # the other ranks return once rank 0's rows and files are written
     return TrainResult(run_id, run_uid, epoch, iteration, best_miou, best_path, last_path, total, ips)

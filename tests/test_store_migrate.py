@@ -1,0 +1,109 @@
+"""`python -m engine db migrate-to URL`: a real SQLite store copied into PostgreSQL (the throwaway
+server of tests/postgres.py) and into another SQLite file, every row equal, ids and relations kept."""
+from __future__ import annotations
+
+import pytest
+
+from engine.classes import CLASS_NAMES
+from engine.cli import main
+from engine.store import Store, StoreCopyError, copy_store
+
+HP = {"schedule": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.01}}, "crop": [64, 32]}
+
+
+def _run(store, variant, **over):
+    kw = dict(variant=variant, arch="deeplabv3", backbone="resnet50", profile="quick", hyperparameters=HP,
+              dataset="synthetic", data_root="/data/synthetic", train_images=4, val_images=2, device="cpu",
+              code_version="abc")
+    return store.start_run(**(kw | over))
+
+
+def _source(tmp_path) -> str:
+    """A SQLite store with real rows of every table (gaps in the ids included: a deleted-looking
+    history is not renumbered)."""
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    with Store(url) as s:
+        a, b, c = _run(s, "a"), _run(s, "b", uid="b" * 32), _run(s, "c")
+        for rid, mious in ((a, (0.1, 0.3)), (b, (0.2,))):
+            for epoch, miou in enumerate(mious, 1):
+                s.log_epoch(rid, epoch=epoch, iteration=10 * epoch, train_loss=1.0 / epoch, val_loss=None,
+                            val_miou=miou, val_pixel_accuracy=0.8, lr=1e-3, seconds=1.5, images_per_second=4.0)
+        s.finish_run(a, status="completed", train_seconds=3.0, images_per_second=4.0, checkpoint="/w/a/best.pt")
+        s.finish_run(c, status="failed", error="TrainingDiverged: loss is nan")
+        ious = {name: i / 100 for i, name in enumerate(CLASS_NAMES)} | {"train": float("nan")}
+        for rid, miou in ((a, 0.31), (a, 0.33), (None, 0.5)):
+            s.record_evaluation(run_id=rid, variant="a", checkpoint="/w/a/best.pt", checkpoint_sha256="ab" * 32,
+                                dataset="synthetic", split="val", num_images=2, eval_size="64x32", miou=miou,
+                                pixel_accuracy=0.9, mean_loss=0.4, per_class_iou=ious, params=123456, size_mb=1.5,
+                                gflops=0.25, latency_ms=3.5, latency_device="cpu", latency_threads=2,
+                                latency_precision="fp32", latency_resolution="64x32", peak_memory_mb=None)
+        s.record_benchmark(kind="video", variant="a", size="64x32", device="cpu", threads=2, precision="fp32",
+                           backend="eager", torch_version="2.4", metrics={"fps": 12.5, "frames": [1, 2]})
+        s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="b" * 32, run_id=b)
+    return url
+
+
+def _everything(url, tmp_path) -> dict:
+    with Store(url) as s:
+        runs = s.runs()
+        return {"runs": runs, "epochs": {r["id"]: s.epochs(r["id"]) for r in runs}, "evaluations": s.evaluations(),
+                "leaderboard": s.leaderboard(), "benchmarks": s.benchmarks(), "class_ious": s.class_iou_table(),
+                "checkpoint": s.checkpoint_record(tmp_path / "w" / "best.pt")}
+
+
+def test_migrate_to_copies_every_row(tmp_path, store_url):
+    src = _source(tmp_path)
+    counts = copy_store(src, store_url)
+    assert counts == {"runs": 3, "epochs": 3, "evaluations": 3, "class_ious": 3 * len(CLASS_NAMES),
+                      "checkpoints": 1, "benchmarks": 1}
+    before, after = _everything(src, tmp_path), _everything(store_url, tmp_path)
+    assert after == before
+    assert after["evaluations"][0]["per_class_iou"]["train"] is None and after["checkpoint"]["run_id"] == 2
+    assert [r["variant"] for r in after["leaderboard"]] == ["a", "b", "c"]
+
+    with Store(store_url) as s:  # the sequences were moved past the copied ids
+        rid = _run(s, "new")
+        s.log_epoch(rid, epoch=1, iteration=1, train_loss=1, val_loss=1, val_miou=0.5, val_pixel_accuracy=1,
+                    lr=1, seconds=1, images_per_second=1)
+        bid = s.record_benchmark(kind="video", variant="new", size="64x32", device="cpu", threads=1,
+                                 precision="fp32", backend="eager", torch_version="2.4", metrics={})
+        eid = s.record_evaluation(run_id=rid, variant="new", checkpoint="/w/n.pt", checkpoint_sha256=None,
+                                  dataset="synthetic", split="val", num_images=1, eval_size="64x32", miou=0.1,
+                                  pixel_accuracy=0.5, mean_loss=1.0, per_class_iou={"road": 0.5}, params=1,
+                                  size_mb=1.0, gflops=1.0, latency_ms=1.0, latency_device="cpu",
+                                  latency_threads=1, latency_precision="fp32", latency_resolution="64x32")
+        s.record_checkpoint(tmp_path / "w" / "last.pt", "ef" * 32, kind="last", run_id=rid)
+        assert (rid, bid, eid) == (4, 2, 4)
+        assert [e["id"] for e in s.epochs(rid)] == [4]
+        assert s.checkpoint_record(tmp_path / "w" / "last.pt")["id"] == 2
+
+    with pytest.raises(StoreCopyError, match="already holds results"):  # never into a store with results
+        copy_store(src, store_url)
+
+
+def test_cli_migrate_to(tmp_path, store_url, capsys):
+    src = _source(tmp_path)
+    assert main(["db", "migrate-to", store_url, "--db", src]) == 0
+    out = capsys.readouterr().out
+    assert "copied" in out and "runs" in out and f"class_ious   {3 * len(CLASS_NAMES)}" in out
+    assert _everything(store_url, tmp_path) == _everything(src, tmp_path)
+
+    assert main(["db", "migrate-to", store_url, "--db", src]) == 2  # the target now holds results
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already holds results" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("target", ["not a database url", "nosuchdb://x/y",
+                                    "postgresql+psycopg://nobody@127.0.0.1:1/nowhere"])
+def test_cli_migrate_to_bad_url(tmp_path, capsys, target):
+    src = _source(tmp_path)
+    assert main(["db", "migrate-to", target, "--db", src]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "password" not in err
+
+
+def test_cli_migrate_from_missing_store(tmp_path, capsys):
+    assert main(["db", "migrate-to", f"sqlite:///{tmp_path / 'b.db'}", "--db", f"sqlite:///{tmp_path / 'a.db'}"]) == 2
+    assert "no results store" in capsys.readouterr().err
+    assert not (tmp_path / "a.db").exists()
