@@ -90,17 +90,25 @@ def load(path: str | os.PathLike, map_location="cpu", *, store=None) -> dict:
     With `store`, the file's sha256 must match the one recorded when training wrote it; a file with
     no record (copied from elsewhere) loads unchecked. The hash and the load read the same open
     file, so a checkpoint replaced in between cannot slip through."""
+    return _load(path, map_location, store, hashed=store is not None)[0]
+
+
+def load_with_sha256(path: str | os.PathLike, map_location="cpu", *, store=None) -> tuple[dict, str]:
+    """`load`, plus the sha256 of the very bytes it loaded (what evaluation records)."""
+    return _load(path, map_location, store, hashed=True)
+
+
+def _load(path, map_location, store, hashed: bool) -> tuple[dict, str | None]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train one with `python -m engine train --variant NAME`")
     for attempt in (0, 1):
         with open(path, "rb") as f:
-            if store is None:
-                return _read(path, f, map_location)
-            record, digest = store.checkpoint_record(path), _sha256_of(f)
+            digest = _sha256_of(f) if hashed else None
+            record = store.checkpoint_record(path) if store is not None else None
             if record is None or record["sha256"] == digest:
                 f.seek(0)
-                return _read(path, f, map_location)
+                return _read(path, f, map_location), digest
         if attempt == 0:  # training may be between replacing the file and recording its hash: look again
             time.sleep(1.0)
     raise CheckpointError(f"{path}: sha256 {digest[:12]}… does not match the {record['sha256'][:12]}… recorded when "

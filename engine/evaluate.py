@@ -73,7 +73,8 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_roo
     """Evaluate a checkpoint on a split, profile it, record both in the store; returns the summary."""
     dev = distributed.local_device(select_device(device))
     path = checkpoints.resolve(variant, checkpoint, weights_dir)
-    ckpt = checkpoints.load(path, store=store)  # with a store: checked against the sha256 recorded at training
+    # with a store: checked against the sha256 recorded at training; `sha` is what gets recorded
+    ckpt, sha = checkpoints.load_with_sha256(path, store=store)
     model = checkpoints.build_from(ckpt).to(dev)
     recipe = ckpt["recipe"]
     variant = variant or recipe["name"]
@@ -91,7 +92,6 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_roo
                 "per_class_iou": m["per_class_iou"], "num_images": m["num_images"]}
     prof = profiling.profile(model, path, size, dev,
                              repeats=latency_repeats or recipe["schedule"].get("latency_repeats", 10))
-    sha = checkpoints.sha256(path)
     result = {
         "variant": variant, "checkpoint": str(path), "dataset": dataset.name, "split": split,
         "num_images": m["num_images"], "eval_size": f"{size[0]}x{size[1]}",

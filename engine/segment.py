@@ -56,8 +56,8 @@ def expand_inputs(paths: Iterable[str | Path]) -> tuple[list[Input], list[str]]:
         else:
             problems.append(f"{p}: unsupported file type {p.suffix or '(none)'}; images "
                             f"({', '.join(IMAGE_SUFFIXES)}) and videos ({', '.join(video.VIDEO_SUFFIXES)}) only")
-    seen: set[Path] = set()  # the same file given twice (a folder and a path into it): once
-    out = [i for i in out if not (i.path.resolve() in seen or seen.add(i.path.resolve()))]
+    once = {i.path.resolve(): i for i in reversed(out)}  # the same file given twice: its first mention
+    out = [i for i in out if once[i.path.resolve()] is i]
     stems = Counter(item.out_name for item in out)  # x.png next to x.jpg: both keep their suffix
     out = [Input(i.path, i.out_name.with_name(i.path.name)) if stems[i.out_name] > 1 else i for i in out]
     taken: dict[PurePath, Path] = {}

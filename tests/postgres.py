@@ -109,37 +109,31 @@ class Cluster:
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
 
-def _admin(url: str):
-    from sqlalchemy import create_engine
+def _admin(url: str, sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE) on the server of `url`."""
+    from sqlalchemy import create_engine, text
 
-    return create_engine(url, isolation_level="AUTOCOMMIT", )
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with eng.connect() as c:
+            c.execute(text(sql))
+    finally:
+        eng.dispose()
 
 
 def create_database(pg_url: str) -> str:
     """A new empty database in the cluster of `pg_url`; returns its URL."""
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     name = f"t_{uuid.uuid4().hex[:16]}"
-    eng = _admin(pg_url)
-    try:
-        with eng.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    finally:
-        eng.dispose()
+    _admin(pg_url, f'CREATE DATABASE "{name}" TEMPLATE template0')
     return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(pg_url: str, url: str) -> None:
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    eng = _admin(pg_url)
-    try:
-        with eng.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    finally:
-        eng.dispose()
+    _admin(pg_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -155,12 +149,7 @@ def pg_url():
     cluster = Cluster(bindir)
     try:
         cluster.start()
-        from sqlalchemy import text
-
-        eng = _admin(cluster.url("postgres"))
-        with eng.connect() as c:
-            c.execute(text(f"CREATE DATABASE {SUPERUSER} TEMPLATE template0"))
-        eng.dispose()
+        _admin(cluster.url("postgres"), f"CREATE DATABASE {SUPERUSER} TEMPLATE template0")
     except Exception as e:
         cluster.stop()
         if _in_ci():
