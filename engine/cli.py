@@ -447,11 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def fast_path(p):
         p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-        p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+        p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "mixed"], default="auto",
                        help="auto: bf16 on CUDA; on a CPU with native bf16 (AMX), bf16 when it keeps --min-agreement "
-                            "of the float32 labels of a calibration scene, else fp32")
+                            "of the float32 labels of a calibration scene, else bf16 for the largest share of the "
+                            "convs that keeps it (mixed), else fp32; mixed: that per-conv search alone")
         p.add_argument("--min-agreement", type=float, default=0.995,
-                       help="precision auto on a bf16 CPU: label agreement with float32 needed for bf16 (default 0.995)")
+                       help="precision auto on a bf16 CPU, and mixed: label agreement with float32 needed (default 0.995)")
         p.add_argument("--no-rewrites", action="store_true",
                        help="run the model as trained: no BatchNorm folding, no dilated-conv rewrite, no weight cast")
         p.add_argument("--batch-size", type=int, default=None,

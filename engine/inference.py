@@ -9,12 +9,14 @@ multi-scale test-time augmentation and sliding-window inference for large images
 
 Precision "auto": bf16 on CUDA. On a CPU with native bf16 (AMX or AVX-512 BF16, where it is
 several times faster), bf16 if this checkpoint labels a calibration street scene the same as
-float32 on at least `min_agreement` of its pixels, else float32: a barely trained model's
-near-tied logits can flip under bf16, and then exactness wins. Evaluation (`forward_logits`
+float32 on at least `min_agreement` of its pixels; else "mixed", bf16 for the largest share of
+the convs that keeps that agreement (`engine.mixed_precision`); else float32: a barely trained
+model's near-tied logits can flip under bf16, and then exactness wins. Evaluation (`forward_logits`
 with "auto") stays float32 on the CPU, so recorded accuracy never depends on the CPU model.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -28,7 +30,7 @@ from engine.data.transforms import to_tensor
 from engine.model_rewrites import prepare_for_inference, weights_in
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "mixed")
 
 
 class DeviceUnavailable(RuntimeError):
@@ -44,7 +46,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on CUDA, fp32 on CPU; fp16 only on CUDA."""
+    """'auto' -> bf16 on CUDA, fp32 on CPU (before calibration); fp16 only on CUDA."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
@@ -63,7 +65,7 @@ def cpu_has_fast_bf16() -> bool:
 def autocast(device: torch.device, precision: str = "auto"):
     """The autocast context for a precision ('auto': bf16 on CUDA, full precision on CPU)."""
     precision = resolve_precision(precision, device)
-    if precision == "fp32":
+    if precision in ("fp32", "mixed"):   # a mixed model casts per conv itself (engine.mixed_precision)
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
@@ -84,7 +86,7 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @dataclass(frozen=True)
 class InferenceOptions:
     backend: str = "torch"                      # torch | onnx (ONNX Runtime)
-    precision: str = "auto"                     # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"                     # auto (bf16 on CUDA, calibrated on CPU) | fp32 | bf16 | fp16 | mixed
     channels_last: bool = True
     compile: bool = False                       # torch.compile (torch backend only)
     flip: bool = False                          # TTA: average with the horizontally flipped image
@@ -92,7 +94,7 @@ class InferenceOptions:
     window: tuple[int, int] | None = None       # sliding window (W, H) at the input size; None = whole image
     batch_size: int | None = None               # frames per forward in predict_batch; None = 4 on CUDA, 1 on CPU
     rewrite: bool = True                        # engine.model_rewrites (torch backend only)
-    min_agreement: float = 0.995                # "auto" on a bf16 CPU: calibration agreement needed for bf16
+    min_agreement: float = 0.995                # "auto" on a bf16 CPU, "mixed": calibration agreement needed
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -154,7 +156,10 @@ class Segmenter:
             input_size or recipe.get("eval_size") or recipe["size"])
         self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         self.rewrites: dict = {}
-        self.calibration: dict | None = None   # precision "auto" on a bf16 CPU: how bf16 did
+        # precision "auto" on a bf16 CPU, or "mixed": what was chosen ("chosen": bf16 | mixed | fp32), its
+        # "agreement" with float32 on the calibration scene, full bf16's ("bf16_agreement", auto only) and,
+        # after a per-conv search, the share of conv FLOPs in bf16 ("bf16_share") and the conv counts
+        self.calibration: dict | None = None
         if self.options.backend == "onnx":
             from engine.onnx_backend import OnnxForward, ensure_onnx
 
@@ -168,11 +173,14 @@ class Segmenter:
                 model, self.rewrites = prepare_for_inference(model, self.device, self.memory_format)
             else:
                 model = model.to(self.device, memory_format=self.memory_format)
-            if self.options.precision == "auto" and self.device.type == "cpu" and cpu_has_fast_bf16():
+            if self.options.precision == "mixed" or (
+                    self.options.precision == "auto" and self.device.type == "cpu" and cpu_has_fast_bf16()):
                 model = self._calibrate(model)
             else:
                 model = self._in_precision(model, self.precision)
-            self.model = torch.compile(model) if self.options.compile else model
+            # freezing: constant weights, so inductor prepacks them for oneDNN and fuses conv + add + ReLU (CPU)
+            self.model = torch.compile(model, options={"freezing": self.device.type == "cpu"}) \
+                if self.options.compile else model
             self._forward = lambda x: forward_logits(self.model, x, self.precision)
             self.backend_name = "torch" + ("-compile" if self.options.compile else "")
 
@@ -182,19 +190,38 @@ class Segmenter:
 
     def _calibrate(self, model: torch.nn.Module) -> torch.nn.Module:
         """Precision "auto" on a bf16 CPU: bf16 if it keeps `min_agreement` of the float32 labels of
-        a synthetic street scene at the model's input size (512x256 for "native"), else float32."""
+        a synthetic street scene at the model's input size (512x256 for "native"); failing that
+        (and for precision "mixed"), bf16 for the largest share of the convs that keeps it
+        (`engine.mixed_precision`); failing that, float32."""
         from engine.data.synthetic import render_scene
+        from engine.mixed_precision import calibrate_mixed
 
+        start = time.perf_counter()
         w, h = (512, 256) if self.input_size == "native" else self.input_size
-        x = self._prepare([render_scene(np.random.default_rng(0), w, h)[0]]).contiguous(memory_format=self.memory_format)
-        fast = self._in_precision(model, "bf16")
-        with torch.inference_mode():
-            ref = forward_logits(model, x, "fp32").argmax(1)
-            agreement = float((forward_logits(fast, x, "bf16").argmax(1) == ref).float().mean())
-        keep = agreement >= self.options.min_agreement
-        self.precision = "bf16" if keep else "fp32"
-        self.calibration = {"agreement": agreement, "size": f"{w}x{h}", "chosen": self.precision}
-        return fast if keep else model
+        x = self._scene(render_scene(np.random.default_rng(0), w, h)[0])
+        self.calibration = {"size": f"{w}x{h}"}
+        if self.options.precision == "auto":
+            fast = self._in_precision(model, "bf16")
+            with torch.inference_mode():
+                ref = forward_logits(model, x, "fp32").argmax(1)
+                agreement = float((forward_logits(fast, x, "bf16").argmax(1) == ref).float().mean())
+            self.calibration["bf16_agreement"] = agreement
+            if agreement >= self.options.min_agreement:
+                self.precision = self.calibration["chosen"] = "bf16"
+                self.calibration.update(agreement=agreement, seconds=time.perf_counter() - start)
+                return fast
+        sw, sh = max(64, w // 8), max(32, h // 8)       # per-conv probes on a small version of the scene
+        small = self._scene(render_scene(np.random.default_rng(0), sw, sh)[0])
+        mixed, summary = calibrate_mixed(model, x, small, self.options.min_agreement,
+                                         forward=lambda m, b: forward_logits(m, b, "mixed"))
+        self.calibration.update(summary, seconds=time.perf_counter() - start)
+        self.precision = self.calibration["chosen"] = "mixed" if summary["bf16_convs"] else "fp32"
+        return mixed if self.precision == "mixed" else model
+
+    def _scene(self, image: np.ndarray) -> torch.Tensor:
+        """A calibration image, fed at its own size, in the model's memory format."""
+        x = to_tensor(image)[None].to(self.device)
+        return x.contiguous(memory_format=self.memory_format)
 
     def _model_input_size(self, h: int, w: int) -> tuple[int, int]:
         """(H, W) the model sees for an image of h x w."""

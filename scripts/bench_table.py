@@ -9,16 +9,26 @@ import json
 import sys
 
 
+def calibration(cal: dict | None) -> str:
+    """'full bf16 98.55% -> mixed, 79% of conv FLOPs in bf16 (99.50%)' and the like."""
+    if not cal:
+        return "-"
+    full = cal.get("bf16_agreement", cal.get("agreement"))    # rows from before mixed precision: agreement only
+    text = f"full bf16 {full:.2%} -> " if full is not None else ""
+    if cal["chosen"] == "mixed":
+        return text + f"mixed, {cal['bf16_share']:.0%} of conv FLOPs in bf16 ({cal['agreement']:.2%})"
+    return text + cal["chosen"]
+
+
 def main(paths: list[str]) -> None:
     rows = [json.loads(line) for p in paths for line in open(p) if line.startswith("{")]
     if not rows:
         sys.exit("no benchmark rows in " + ", ".join(paths))
-    print("| variant | size | fast path | bf16 calibration | model ms/frame: baseline -> fast | x "
+    print("| variant | size | fast path | calibration | model ms/frame: baseline -> fast | x "
           "| end-to-end fps: baseline -> fast | x | agreement |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cal = r.get("calibration")
-        cal = f"{cal['agreement']:.2%} -> {cal['chosen']}" if cal else "-"
+        cal = calibration(r.get("calibration"))
         print(f"| {r['variant']} | {r['size']} | {r['backend']} {r['precision']}, batch {r['batch_size']} | {cal} "
               f"| {r['baseline_model_ms']:.0f} -> {r['fast_model_ms']:.0f} | {r['model_speedup']:.2f} "
               f"| {r['baseline_fps']:.3f} -> {r['fast_fps']:.3f} | **{r['speedup']:.2f}** | {r['agreement']:.4%} |")
