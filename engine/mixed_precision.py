@@ -2,8 +2,9 @@
 in float32 - for checkpoints whose labels do not survive bf16 everywhere.
 
 A barely trained model can have near-tied logits that bf16 rounding flips, yet most of its convs
-barely matter for that: on the quick demo's HRNet AdamW checkpoint at 512x256, half the conv FLOPs
-in bf16 moved under 0.2 % of the labels while the other half moved 1.4 %. So:
+barely matter for that: on the quick demo's HRNet AdamW checkpoint at 1024x512, the least
+sensitive half of the conv FLOPs in bf16 moved 0.04-0.06 % of the labels, all of them 1.3-1.45 %
+(docs/benchmarks.md). So:
 
 1. `conv_sensitivity`: each conv's own effect - the relative change of the logits when that conv
    alone runs in bf16 - measured for every conv in a few batched forward passes over a small
@@ -12,7 +13,7 @@ in bf16 moved under 0.2 % of the labels while the other half moved 1.4 %. So:
 2. `calibrate_mixed`: convs ranked by that effect per FLOP; the largest share of conv FLOPs in
    `SHARES` (97.5 % down to 30 % in steps of 2.5 %), taken in that order, whose labels on the
    full-size calibration scene agree with float32 on at least `min_agreement` of the pixels (a
-   binary search: five or six forward passes).
+   binary search: five forward passes).
 
 `MixedConv` runs a conv in either precision and takes either dtype in: a bf16 conv hands bf16 on
 (elementwise ops promote back to float32 where they meet it), a float32 conv reads float32.
