@@ -200,6 +200,7 @@ class Segmenter:
         w, h = (512, 256) if self.input_size == "native" else self.input_size
         x = self._scene(render_scene(np.random.default_rng(0), w, h)[0])
         self.calibration = {"size": f"{w}x{h}"}
+        ref = None                                      # float32 labels of the scene, once
         if self.options.precision == "auto":
             fast = self._in_precision(model, "bf16")
             with torch.inference_mode():
@@ -212,7 +213,7 @@ class Segmenter:
                 return fast
         sw, sh = max(64, w // 8), max(32, h // 8)       # per-conv probes on a small version of the scene
         small = self._scene(render_scene(np.random.default_rng(0), sw, sh)[0])
-        mixed, summary = calibrate_mixed(model, x, small, self.options.min_agreement,
+        mixed, summary = calibrate_mixed(model, x, small, self.options.min_agreement, reference=ref,
                                          forward=lambda m, b: forward_logits(m, b, "mixed"))
         self.calibration.update(summary, seconds=time.perf_counter() - start)
         self.precision = self.calibration["chosen"] = "mixed" if summary["bf16_convs"] else "fp32"

@@ -129,12 +129,13 @@ def set_bf16(wrapped: dict[str, MixedConv], names) -> None:
 
 def calibrate_mixed(model: nn.Module, x: torch.Tensor, x_small: torch.Tensor, min_agreement: float,
                     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                    shares=SHARES) -> tuple[nn.Module, dict]:
+                    shares=SHARES, reference: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
     """Float32 `model` -> (a copy with every conv wrapped in a MixedConv and the chosen ones in
     bf16, a summary). `x` is the calibration image at the inference size, `x_small` a small version
     of it for the per-conv probes; `forward(model, batch)` gives logits (default: `model(batch)["out"]`).
-    The summary holds the chosen share of conv FLOPs in bf16 (0 if no share in `shares` keeps
-    `min_agreement`), its agreement with float32 on `x`, and counts of convs."""
+    `reference`: the float32 labels of `x`, where the caller has them already. The summary holds
+    the chosen share of conv FLOPs in bf16 (0 if no share in `shares` keeps `min_agreement`), its
+    agreement with float32 on `x`, and counts of convs."""
     model = copy.deepcopy(model)
     forward = forward or (lambda m, b: m(b)["out"])
 
@@ -158,7 +159,7 @@ def calibrate_mixed(model: nn.Module, x: torch.Tensor, x_small: torch.Tensor, mi
 
     with torch.inference_mode():
         set_bf16(wrapped, [])
-        ref = logits(x).argmax(1)
+        ref = logits(x).argmax(1) if reference is None else reference
         tried: dict[int, float] = {}
 
         def agreement(i: int) -> float:
