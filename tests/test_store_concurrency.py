@@ -6,13 +6,19 @@ duplicated rows, and no read waiting on the writers.
 
 What fails without the SQLite settings (measured on 2 shared cores): with busy_timeout=0, a
 writer gets "database is locked" at once; without WAL, readers queue behind every commit (slowest
-read 0.9-2.8 s, against under 0.35 s with WAL), so the journal mode is also checked directly."""
+read 0.9-2.8 s, against under 0.35 s with WAL). A wall-clock bound on reads cannot tell that from
+a loaded machine (a PostgreSQL read once took 1.13 s here in CI), so "no read waits on a writer"
+is checked without a clock: a read must finish while another connection holds a write
+transaction open, and the journal mode is checked directly."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import sqlite3
+import threading
 import time
 import traceback
+
+from sqlalchemy import create_engine, text
 
 from engine.store import Store, sqlite_path
 
@@ -20,7 +26,6 @@ SECONDS = 6.0       # how long the epoch writers write
 WRITERS = 2         # epoch writers (trainings) at once
 READERS = 3
 EPOCHS_PER_RUN = 5
-SLOWEST_READ_S = 1.0
 
 
 def _epoch_writer(name: str, url: str, seconds: float, ready, results) -> None:
@@ -72,21 +77,18 @@ def _bench_writer(url: str, ready, stop, results) -> None:
 
 
 def _reader(name: str, url: str, ready, stop, results) -> None:
-    """Leaderboard, runs and the newest run's epochs in a loop until `stop`; counts its reads and
-    keeps the slowest."""
+    """Leaderboard, runs and the newest run's epochs in a loop until `stop`; counts its reads."""
     errors: list[str] = []
-    reads, seen_runs, slowest = 0, 0, 0.0
+    reads, seen_runs = 0, 0
     try:
         store = Store(url)
         ready.wait(timeout=120)
         while not stop.is_set():
             try:
-                t0 = time.perf_counter()
                 board, runs = store.leaderboard(), store.runs()
                 for run in runs[-WRITERS:]:
                     epochs = [e["epoch"] for e in store.epochs(run["id"])]
                     assert epochs == list(range(1, len(epochs) + 1)), f"epochs of one run: {epochs}"
-                slowest = max(slowest, time.perf_counter() - t0)
                 assert len(runs) >= len(board) >= seen_runs, "a committed run disappeared"
                 seen_runs = len(board)
                 reads += 1
@@ -97,7 +99,7 @@ def _reader(name: str, url: str, ready, stop, results) -> None:
         store.close()
     except BaseException:
         errors.append(traceback.format_exc(limit=3))
-    results.put((name, errors, (reads, slowest)))
+    results.put((name, errors, reads))
 
 
 def test_writers_and_readers_at_once(store_url):
@@ -134,9 +136,8 @@ def test_writers_and_readers_at_once(store_url):
     assert sum(len(reports[w][1]) for w in writers) == len(wrote), "two writers got the same run id"
     benchmarks = reports["bench"][1]
     for i in range(READERS):
-        reads, slowest = reports[f"reader{i}"][1]
+        reads = reports[f"reader{i}"][1]
         assert reads >= 10, f"reader{i} read only {reads} times"
-        assert slowest < SLOWEST_READ_S, f"reader{i} waited {slowest:.2f} s for one read: readers blocked by the writer"
 
     with Store(url) as store:
         runs = store.runs()
@@ -150,6 +151,55 @@ def test_writers_and_readers_at_once(store_url):
     if path is not None:
         con = sqlite3.connect(path)
         try:
-            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the timing bound above can miss it
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             con.close()
+
+
+def test_a_read_finishes_while_a_writer_holds_its_transaction_open(store_url):
+    """Readers never wait on a writer: with another connection inside a write transaction (SQLite:
+    BEGIN EXCLUSIVE, which without WAL locks every reader out until it ends; PostgreSQL: a row
+    updated and locked), the leaderboard, runs and epochs still come back, without the
+    uncommitted change. No clock: the read either finishes while the transaction is open or not."""
+    with Store(store_url) as setup:
+        rid = setup.start_run(variant="v", arch="a", backbone="b", profile="quick", hyperparameters={},
+                              dataset="synthetic", data_root="/d", train_images=1, val_images=1, device="cpu",
+                              code_version="x")
+        setup.log_epoch(rid, epoch=1, iteration=1, train_loss=1.0, val_loss=1.0, val_miou=0.1,
+                        val_pixel_accuracy=0.5, lr=1e-3, seconds=0.1, images_per_second=1.0)
+    reader = Store(store_url)
+    got: dict = {}
+
+    def read():
+        try:
+            got["runs"] = reader.runs()
+            got["board"] = reader.leaderboard()
+            got["epochs"] = reader.epochs(rid)
+        except Exception as e:   # "database is locked" after the busy timeout, without WAL
+            got["error"] = e
+
+    path = sqlite_path(store_url)
+    if path is not None:
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("BEGIN EXCLUSIVE")
+        writer.execute("UPDATE runs SET status = 'held' WHERE id = ?", (rid,))
+        release = writer.rollback
+    else:
+        writer = create_engine(store_url).connect()
+        writer.begin()
+        writer.execute(text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": rid})
+        writer.execute(text("UPDATE runs SET status = 'held' WHERE id = :id"), {"id": rid})
+        release = writer.rollback
+    try:
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        thread.join(timeout=20)          # far below the store's 30 s busy timeout, far above any read
+        finished = not thread.is_alive()
+    finally:
+        release()
+        writer.close()
+        thread.join(timeout=60)
+        reader.close()
+    assert finished, "a read waited on the open write transaction"
+    assert "error" not in got, got.get("error")
+    assert [r["status"] for r in got["runs"]] == ["running"] and [e["epoch"] for e in got["epochs"]] == [1]
