@@ -42,5 +42,6 @@ screenshots: install-test /usr/bin/chromium   ## every dashboard page, in headle
 bench-rerender: install-test   ## Compare page re-draw time at 2048x1024 with two models
 	$(PY) scripts/bench_rerender.py
 
-clean:
-	rm -rf data/synthetic results.db results.db-wal results.db-shm weights/*/ .pytest_cache
+clean:                   ## what the demo made (synthetic scenes, its checkpoints, a store of only demo runs); lists what it keeps
+	@if [ -x $(PY) ]; then $(PY) -m engine clean; else echo "no $(VENV): nothing the demo made"; fi
+	rm -rf .pytest_cache

@@ -1,6 +1,7 @@
 """Pure pandas views of the store's rows, shaped for display. Every number comes straight from
-`engine.store` (leaderboard, class_iou_table, epochs): nothing is recomputed here, only
-renamed, unit-converted (params in millions, seconds in minutes) and filtered."""
+`engine.store` (leaderboard, class_iou_table, epochs; the recipe's columns from
+`engine.store.recipe_columns`): nothing is recomputed here, only renamed, unit-converted (params in
+millions, seconds in minutes) and filtered."""
 from __future__ import annotations
 
 import pandas as pd
@@ -27,20 +28,10 @@ LEADERBOARD_COLUMNS = {  # frame column -> heading, in the order the Leaderboard
 }
 
 
-def _get(d: dict, *path, default=None):
-    for key in path:
-        if not isinstance(d, dict):
-            return default
-        d = d.get(key)
-    return default if d is None else d
-
-
 def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
     """`Store.leaderboard()` rows -> one display row per run (order kept: best mIoU first)."""
     out = []
     for r in rows:
-        hp = r.get("hyperparameters") or {}
-        size = _get(hp, "data", "size")
         latency_setup = None
         if r.get("latency_ms") is not None:
             parts = [r.get("latency_device"), r.get("latency_resolution"),
@@ -49,9 +40,8 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
         out.append({
             "run_id": r["run_id"], "uid": r["uid"][:8], "variant": r["variant"], "status": r["status"],
             "dataset": r["dataset"], "arch": r["arch"], "backbone": r["backbone"], "optimizer": r.get("optimizer"),
-            "lr": r.get("lr"), "weight_decay": _get(hp, "schedule", "optimizer", "weight_decay"),
-            "dropout": _get(hp, "model", "dropout"), "batch_size": _get(hp, "data", "batch_size"),
-            "train_size": f"{size[0]}x{size[1]}" if isinstance(size, list) and len(size) == 2 else None,
+            "lr": r.get("lr"), "weight_decay": r.get("weight_decay"), "dropout": r.get("dropout"),
+            "batch_size": r.get("batch_size"), "train_size": r.get("train_size"),
             "epochs_label": f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"]),
             "profile": r.get("profile"), "miou": r.get("miou"), "pixel_accuracy": r.get("pixel_accuracy"),
             "params_m": r["params"] / 1e6 if r.get("params") is not None else None,
@@ -59,7 +49,7 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
             "latency_setup": latency_setup,
             "train_minutes": r["train_seconds"] / 60 if r.get("train_seconds") is not None else None,
             "images_per_second": r.get("images_per_second"), "started_at": r.get("started_at"),
-            "error": r.get("error"), "description": hp.get("description"),
+            "error": r.get("error"), "description": r.get("description"),
         })
     df = pd.DataFrame(out, columns=["run_id", *LEADERBOARD_COLUMNS, "description"])
     numeric = ["miou", "pixel_accuracy", "params_m", "size_mb", "gflops", "latency_ms", "train_minutes",

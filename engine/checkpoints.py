@@ -13,6 +13,7 @@ sha256 in the results store; `load(..., store=)` checks the file against that re
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -26,16 +27,18 @@ from pathlib import Path
 import torch
 
 from engine import __version__, classes, files, settings
+from engine.errors import UserError
 
 FORMAT = "segbench-checkpoint/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
+@functools.cache
 def code_version() -> str:
-    """Package version plus the git commit when the code runs from a checkout."""
+    """Package version plus the git commit when the code runs from a checkout (asked once per process)."""
     try:
         sha = subprocess.run(["git", "-C", str(settings.REPO_ROOT), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=5).stdout.strip()

@@ -5,8 +5,12 @@ the file boundary (reading ground truth, writing predictions for the official ev
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _OFFICIAL_LABELS
+
+from engine.errors import UsageError
 
 IGNORE_INDEX = 255
 
@@ -53,3 +57,18 @@ def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
 def colorize(train_ids: np.ndarray) -> np.ndarray:
     """HxW trainIds -> HxWx3 RGB uint8 in the official colors."""
     return np.take(TRAIN_ID_TO_COLOR, train_ids.astype(np.uint8, copy=False), axis=0)  # 2x faster than [ids]
+
+
+def class_ids(names: Iterable[str]) -> list[int]:
+    """Names of classes and/or official categories (flat, construction, object, nature, sky, human,
+    vehicle) -> their trainIds, sorted; UsageError for a name that is neither."""
+    ids: set[int] = set()
+    for name in names:
+        if name in CATEGORIES:
+            ids |= set(CATEGORIES[name])
+        elif name in CLASS_NAMES:
+            ids.add(CLASS_NAMES.index(name))
+        else:
+            raise UsageError(f"unknown class or category {name!r}; classes: {', '.join(CLASS_NAMES)}; "
+                             f"categories: {', '.join(CATEGORIES)}")
+    return sorted(ids)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+from pathlib import Path
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -15,6 +15,28 @@ def _size(text: str) -> tuple[int, int]:
     if w < 8 or h < 8:
         raise argparse.ArgumentTypeError(f"size {text} is too small (min 8x8)")
     return w, h
+
+
+class ListFlag(argparse.Action):
+    """A list flag: values separated by spaces, commas or both (`--variants a,b c`), and the flag may be
+    repeated. `item` converts each value; for paths (`paths=True`) a value that names an existing file
+    or folder is kept whole, commas and all. A default list is replaced, not extended."""
+
+    def __init__(self, option_strings, dest, item=str, paths=False, **kwargs):
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
+        self.item, self.paths = item, paths
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = getattr(namespace, self.dest)
+        items = [] if items is None or items is self.default else list(items)
+        for value in values:
+            parts = [value] if self.paths and Path(value).exists() else value.split(",")
+            for part in filter(None, (p.strip() for p in parts)):
+                try:
+                    items.append(self.item(part))
+                except (argparse.ArgumentTypeError, ValueError) as e:
+                    raise argparse.ArgumentError(self, f"{part!r}: {e}") from None
+        setattr(namespace, self.dest, items)
 
 
 def _common(p: argparse.ArgumentParser, data=True, db=True, weights=True, device=True) -> None:
@@ -113,10 +135,10 @@ def cmd_evaluate(a) -> int:
     if not main:
         return 0
     if a.json:
-        print(json.dumps(res))
+        print(json.dumps({**res, "mIoU": res["miou"]}))  # "mIoU": the spelling users of earlier output read
         return 0
     print(f"{res['variant']} on {res['dataset']} {res['split']} ({res['num_images']} images, input {res['eval_size']}):")
-    print(f"  mIoU {res['mIoU']:.4f}   pixel accuracy {res['pixel_accuracy']:.4f}   mean loss {res['mean_loss']:.4f}")
+    print(f"  mIoU {res['miou']:.4f}   pixel accuracy {res['pixel_accuracy']:.4f}   mean loss {res['mean_loss']:.4f}")
     for name, iou in res["per_class_iou"].items():
         print(f"    {name:15s} {'   n/a' if iou is None else f'{iou:.4f}'}")
     print(f"  params {res['params'] / 1e6:.2f}M   checkpoint {res['size_mb']:.1f} MB   {res['gflops']:.2f} GFLOPs   "
@@ -164,7 +186,7 @@ def _for_each_input(a, process) -> int:
     line and skipped; the others are processed. Returns the number of failures (problems included)."""
     from tqdm import tqdm
 
-    from engine.errors import USER_ERRORS
+    from engine.errors import UserError
     from engine.segment import expand_inputs
 
     inputs, problems = expand_inputs(a.input)
@@ -174,7 +196,7 @@ def _for_each_input(a, process) -> int:
     for item in tqdm(inputs, desc="files", disable=a.quiet or len(inputs) < 2, dynamic_ncols=True):
         try:
             process(item)
-        except USER_ERRORS as e:
+        except UserError as e:
             failed += 1
             msg = str(e)
             print(f"error: {msg if str(item.path) in msg or item.path.name in msg else f'{item.path}: {msg}'}",
@@ -185,16 +207,15 @@ def _for_each_input(a, process) -> int:
 
 
 def cmd_segment(a) -> int:
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from engine import video
+    from engine.classes import class_ids
     from engine.segment import segment_image, segment_video
 
+    visible = class_ids(a.classes) if a.classes else None
     seg = _segmenter(a)
     out = Path(a.output)
-    visible = _class_ids(a.classes)
     done = []
 
     def process(item):
@@ -215,29 +236,7 @@ def cmd_segment(a) -> int:
     return 1 if failed else 0
 
 
-def _class_ids(names) -> list[int] | None:
-    """--classes: names of classes or categories -> trainIds (None = all)."""
-    if not names:
-        return None
-    from engine.classes import CATEGORIES, CLASS_NAMES
-
-    ids = set()
-    for n in names:
-        if n in CATEGORIES:
-            ids |= set(CATEGORIES[n])
-        elif n in CLASS_NAMES:
-            ids.add(CLASS_NAMES.index(n))
-        else:
-            from engine.errors import UsageError
-
-            raise UsageError(f"unknown class or category {n!r}; classes: {', '.join(CLASS_NAMES)}; "
-                             f"categories: {', '.join(CATEGORIES)}")
-    return sorted(ids)
-
-
 def cmd_coverage(a) -> int:
-    from pathlib import Path
-
     from engine import coverage, video
     from engine.errors import UsageError
     from engine.files import atomic_write
@@ -325,24 +324,8 @@ def _bench_train(a) -> int:
     return 0
 
 
-def format_leaderboard(rows: list[dict]) -> str:
-    def f(v, spec):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-    head = f"{'variant':30s} {'dataset':10s} {'status':11s} {'mIoU':>7s} {'pixAcc':>7s} {'params':>8s} " \
-           f"{'size MB':>8s} {'GFLOPs':>8s} {'lat ms':>8s} {'train s':>8s}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        params = None if r.get("params") is None else r["params"] / 1e6
-        lines.append(f"{r['variant']:30s} {r['dataset']:10s} {r['status']:11s} {f(r.get('miou'), '7.4f')} "
-                     f"{f(r.get('pixel_accuracy'), '7.4f')} {f(params, '7.2f')}M {f(r.get('size_mb'), '8.1f')} "
-                     f"{f(r.get('gflops'), '8.2f')} {f(r.get('latency_ms'), '8.1f')} {f(r.get('train_seconds'), '8.1f')}")
-    if any(r["dataset"] == "synthetic" for r in rows):
-        lines.append("(dataset 'synthetic': numbers on the built-in synthetic street scenes, not Cityscapes)")
-    return "\n".join(lines)
-
-
 def cmd_runs(a) -> int:
+    from engine.leaderboard import format_leaderboard
     from engine.store import Store
 
     rows = Store(a.db).leaderboard(dataset=a.dataset, arch=a.arch, status=a.status)
@@ -367,18 +350,29 @@ def cmd_db_migrate_to(a) -> int:
     from sqlalchemy.engine import make_url
 
     from engine import settings
-    from engine.store import StoreCopyError, copy_store
+    from engine.store import copy_store
 
-    try:
-        counts = copy_store(a.db, a.url)
-    except StoreCopyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    counts = copy_store(a.db, a.url)
     src = make_url(settings.db_url(a.db)).render_as_string(hide_password=True)
     dst = make_url(a.url).render_as_string(hide_password=True)
     print(f"copied {src} -> {dst}:")
     for table, n in counts.items():
         print(f"  {table:12s} {n}")
+    return 0
+
+
+def cmd_clean(a) -> int:
+    from engine.clean import clean, plan_clean
+
+    plan = plan_clean(a.db, a.weights_dir)
+    for path in plan.remove:
+        print(f"{'would remove' if a.dry_run else 'removing'} {path}")
+    for what, why in plan.keep:
+        print(f"keeping {what}: {why}")
+    if not a.dry_run:
+        clean(plan)
+    if not plan.remove:
+        print("nothing the demo made is left")
     return 0
 
 
@@ -396,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("check-data", help="check a dataset: pairing, sizes, label values, splits (exit 1 on a problem)")
-    p.add_argument("--splits", nargs="+", help="only these splits (default: train, val, and test when present)")
+    p.add_argument("--splits", action=ListFlag, help="only these splits (default: train, val, and test when present)")
     p.add_argument("--quick", action="store_true",
                    help="pairing and file headers only (what training runs first): no pixel decoded")
     _common(p, db=False, weights=False, device=False)
@@ -439,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("demo", help="synthetic data -> train and evaluate every variant (quick) -> leaderboard")
-    p.add_argument("--variants", nargs="*", help="only these variants (default: all)")
+    p.add_argument("--variants", action=ListFlag, help="only these variants, e.g. unet_ce_dice,deeplabv3_r50_adam (default: all)")
     p.add_argument("--profile", default="quick")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard at the end")
     _common(p, data=False)
@@ -467,13 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment images, folders and videos: overlays and label maps")
     model_choice(p)
-    p.add_argument("--input", nargs="+", action="extend", required=True,
+    p.add_argument("--input", action=ListFlag, paths=True, required=True,
                    help="images, videos or folders of them (repeatable)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
-    p.add_argument("--classes", nargs="+", help="only these classes or categories in the overlay")
+    p.add_argument("--classes", action=ListFlag, help="only these classes or categories in the overlay, e.g. road,sky vehicle")
     p.add_argument("--flip", action="store_true", help="test-time augmentation: add the mirrored image")
-    p.add_argument("--scales", type=float, nargs="+", help="test-time augmentation: input scales, e.g. 0.75 1 1.25")
+    p.add_argument("--scales", action=ListFlag, item=float, help="test-time augmentation: input scales, e.g. 0.75,1,1.25")
     p.add_argument("--window", type=_size, help="sliding-window inference with crops of WIDTHxHEIGHT")
     p.add_argument("--quiet", action="store_true")
     fast_path(p)
@@ -482,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("coverage", help="class coverage of images (the dashboard's Coverage page) as a tidy CSV")
     model_choice(p)
-    p.add_argument("--input", nargs="+", action="extend", required=True, help="images or folders of them (repeatable)")
+    p.add_argument("--input", action=ListFlag, paths=True, required=True, help="images or folders of them (repeatable)")
     p.add_argument("--csv", required=True, help="tidy CSV: source, model, class_id, class_name, category, pixels, share")
     p.add_argument("--summary", help="also the per-image summary CSV")
     p.add_argument("--quiet", action="store_true")
@@ -498,9 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("bench", help="fast path vs baseline inference (or --train: training throughput)")
-    p.add_argument("--variants", nargs="+", help="default: all")
-    p.add_argument("--sizes", type=lambda t: [_size(v) for v in t.split(",")], default=[(512, 256), (1024, 512), (2048, 1024)],
-                   help="comma-separated WIDTHxHEIGHT (default 512x256,1024x512,2048x1024)")
+    p.add_argument("--variants", action=ListFlag, help="default: all")
+    p.add_argument("--sizes", action=ListFlag, item=_size, default=[(512, 256), (1024, 512), (2048, 1024)],
+                   help="WIDTHxHEIGHT values (default 512x256,1024x512,2048x1024)")
     p.add_argument("--frames", type=int, default=8, help="frames of the synthetic test video (default 8)")
     p.add_argument("--repeats", type=int, default=3, help="model-only timing repeats (default 3)")
     p.add_argument("--train", action="store_true", help="training images/s and data-pipeline images/s instead")
@@ -512,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     fast_path(p)
     _common(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("clean", help="remove what the demo made (synthetic scenes, its checkpoints, a store of only "
+                                     "demo runs); keep and list everything else")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed and what is kept")
+    _common(p, data=False, device=False)
+    p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("db", help="results store maintenance")
     db_sub = p.add_subparsers(dest="db_command", required=True)
@@ -525,11 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.errors import USER_ERRORS
+    from engine.errors import UserError
 
     try:
         return args.func(args)
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

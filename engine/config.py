@@ -16,12 +16,13 @@ from typing import Any
 import yaml
 
 from engine import settings
+from engine.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "poly")
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe file that cannot be used; the message names the file and the field."""
 
 

@@ -8,10 +8,10 @@ import time
 import traceback
 
 from engine import settings
-from engine.cli import format_leaderboard
 from engine.config import list_variants, load_recipe
 from engine.data.synthetic import DEFAULT_SCENES, ensure_synthetic_dataset
 from engine.evaluate import evaluate_checkpoint, most_frequent_class_miou
+from engine.leaderboard import format_leaderboard
 from engine.store import Store
 from engine.train import train
 
@@ -33,7 +33,7 @@ def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboa
                               progress=False).run_id)
             res = evaluate_checkpoint(variant=name, data_root=root, device=device, store=store,
                                       weights_dir=weights_dir, progress=False)
-            print(f"   val mIoU {res['mIoU']:.4f}  ({time.perf_counter() - t:.0f}s)", flush=True)
+            print(f"   val mIoU {res['miou']:.4f}  ({time.perf_counter() - t:.0f}s)", flush=True)
         except Exception:  # recorded as failed in the store by train(); keep going with the others
             traceback.print_exc()
             failed.append(name)

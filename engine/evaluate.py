@@ -6,6 +6,7 @@ official `cityscapesscripts` evaluator reads.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -19,16 +20,16 @@ from engine import checkpoints, classes, distributed, profiling
 from engine.config import LossConfig
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import EvalTransform, eval_collate
-from engine.inference import forward_logits, select_device, upsample
+from engine.runtime import forward_logits, select_device, upsample
 from engine.losses import SegmentationLoss
-from engine.metrics import ConfusionMatrix
+from engine.metrics import ConfusionMatrix, Metrics
 
 PREDICTION_SUFFIX = "_pred_labelIds.png"
 
 
 def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.device, *, loss_fn=None,
                    save_dir: str | os.PathLike | None = None, stems: list[str] | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True) -> Metrics:
     """Confusion-matrix metrics (+ mean loss when `loss_fn(logits, target)` is given) over a loader
     that yields (images at the eval size, list of full-resolution trainId labels).
 
@@ -60,17 +61,16 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
         totals = distributed.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(n), device=device,
                                                                                 dtype=torch.float64)]))
         loss_sum, n = totals[0], int(totals[1].item())
-    result = cm.compute()
-    result["mean_loss"] = float(loss_sum / n) if loss_fn is not None and n else None
-    result["num_images"] = n
-    return result
+    return dataclasses.replace(cm.compute(), num_images=n,
+                               mean_loss=float(loss_sum / n) if loss_fn is not None and n else None)
 
 
 def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_root=None, split: str = "val",
                         device: str = "auto", store=None, weights_dir=None, save_predictions=None,
                         eval_size: tuple[int, int] | None = None, latency_repeats: int | None = None,
                         progress: bool = True) -> dict:
-    """Evaluate a checkpoint on a split, profile it, record both in the store; returns the summary."""
+    """Evaluate a checkpoint on a split, profile it, record both in the store; returns the summary:
+    what was evaluated, the metrics (`Metrics`' fields) and the profile (`Profile`'s fields)."""
     dev = distributed.local_device(select_device(device))
     path = checkpoints.resolve(variant, checkpoint, weights_dir)
     # with a store: checked against the sha256 recorded at training; `sha` is what gets recorded
@@ -87,28 +87,19 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_roo
     m = evaluate_model(model, loader, dev, loss_fn=loss_fn, save_dir=save_predictions,
                        stems=[dataset.samples[i].stem for i in getattr(shard, "indices", range(len(dataset)))],
                        progress=progress and distributed.is_main())
+    summary = {"variant": variant, "checkpoint": str(path), "dataset": dataset.name, "split": split,
+               "eval_size": f"{size[0]}x{size[1]}", **dataclasses.asdict(m)}
     if not distributed.is_main():  # rank 0 alone profiles and records
-        return {"mIoU": m["miou"], "pixel_accuracy": m["pixel_accuracy"], "mean_loss": m["mean_loss"],
-                "per_class_iou": m["per_class_iou"], "num_images": m["num_images"]}
+        return summary
     prof = profiling.profile(model, path, size, dev,
                              repeats=latency_repeats or recipe["schedule"].get("latency_repeats", 10))
-    result = {
-        "variant": variant, "checkpoint": str(path), "dataset": dataset.name, "split": split,
-        "num_images": m["num_images"], "eval_size": f"{size[0]}x{size[1]}",
-        "mIoU": m["miou"], "pixel_accuracy": m["pixel_accuracy"], "mean_loss": m["mean_loss"],
-        "per_class_iou": m["per_class_iou"], **prof,
-    }
+    summary.update(dataclasses.asdict(prof))
     if store is not None:
         run = store.run_by_uid(ckpt.get("run_uid"))
-        result["evaluation_id"] = store.record_evaluation(
+        summary["evaluation_id"] = store.record_evaluation(
             run_id=run["id"] if run else None, variant=variant, checkpoint=str(path), checkpoint_sha256=sha,
-            dataset=dataset.name, split=split, num_images=m["num_images"], eval_size=result["eval_size"],
-            miou=m["miou"], pixel_accuracy=m["pixel_accuracy"], mean_loss=m["mean_loss"],
-            per_class_iou=m["per_class_iou"], params=prof["params"], size_mb=prof["size_mb"], gflops=prof["gflops"],
-            latency_ms=prof["latency_ms"], latency_device=prof["device"], latency_threads=prof["threads"],
-            latency_precision=prof["precision"], latency_resolution=prof["resolution"],
-            peak_memory_mb=prof["peak_memory_mb"])
-    return result
+            dataset=dataset.name, split=split, eval_size=summary["eval_size"], metrics=m, profile=prof)
+    return summary
 
 
 def most_frequent_class_miou(data_root=None, split: str = "val") -> float:
@@ -122,4 +113,4 @@ def most_frequent_class_miou(data_root=None, split: str = "val") -> float:
     cm = ConfusionMatrix()
     for label in labels:
         cm.update(label, torch.full_like(label, majority))
-    return cm.compute()["miou"]
+    return cm.compute().miou

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from engine import settings
+from engine.errors import UserError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP", "BMP": "BMP", "GIF": "GIF"}
@@ -27,7 +28,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not an 
 Image.MAX_IMAGE_PIXELS = None             # PIL's own bomb check is replaced by max_pixels(), checked first
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """A file that is not a usable image; the message names it and says why."""
 
 

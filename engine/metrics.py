@@ -7,10 +7,21 @@ over the others, exactly as the official cityscapesscripts evaluator does.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from engine.classes import CLASS_NAMES, NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What an evaluation measures (evaluation fills in mean_loss and num_images)."""
+    miou: float
+    pixel_accuracy: float
+    per_class_iou: dict[str, float | None]   # class name -> IoU; None for a class in neither GT nor prediction
+    mean_loss: float | None = None
+    num_images: int = 0
 
 
 class ConfusionMatrix:
@@ -35,15 +46,15 @@ class ConfusionMatrix:
                 self.mat = torch.zeros((self.n, self.n), dtype=torch.int64, device=device)
             torch.distributed.all_reduce(self.mat)
 
-    def compute(self) -> dict:
+    def compute(self) -> Metrics:
         mat = (self.mat if self.mat is not None else torch.zeros((self.n, self.n), dtype=torch.int64)).double().cpu()
         tp = mat.diag()
         denom = mat.sum(0) + mat.sum(1) - tp
         iou = torch.where(denom > 0, tp / denom.clamp(min=1), torch.full_like(tp, float("nan")))
         valid = ~iou.isnan()
         total = mat.sum()
-        return {
-            "miou": float(iou[valid].mean()) if valid.any() else float("nan"),
-            "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
-            "per_class_iou": {name: (None if math.isnan(v) else v) for name, v in zip(CLASS_NAMES, iou.tolist())},
-        }
+        return Metrics(
+            miou=float(iou[valid].mean()) if valid.any() else float("nan"),
+            pixel_accuracy=float(tp.sum() / total) if total > 0 else float("nan"),
+            per_class_iou={name: (None if math.isnan(v) else v) for name, v in zip(CLASS_NAMES, iou.tolist())},
+        )

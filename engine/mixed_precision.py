@@ -17,16 +17,26 @@ sensitive half of the conv FLOPs in bf16 moved 0.04-0.06 % of the labels, all of
 
 `MixedConv` runs a conv in either precision and takes either dtype in: a bf16 conv hands bf16 on
 (elementwise ops promote back to float32 where they meet it), a float32 conv reads float32.
+
+`choose_precision` is the fast path's one decision of precision (`engine.inference.Segmenter`):
+"auto" is bf16 on CUDA; on a CPU with native bf16 it is calibrated per checkpoint on a synthetic
+street scene at the model's input size: bf16 if that keeps `min_agreement` of the float32 labels,
+else the per-conv search above, else float32; elsewhere float32. "mixed" runs the search alone.
 """
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from engine.model_rewrites import ShiftedGemmConv2d, _set_module
+from engine import runtime
+from engine.data.synthetic import render_scene
+from engine.data.transforms import to_tensor
+from engine.model_rewrites import ShiftedGemmConv2d, _set_module, weights_in
 
 CONVS = (nn.Conv2d, nn.ConvTranspose2d, ShiftedGemmConv2d)
 SHARES = tuple(x / 40 for x in range(39, 11, -1))   # shares of the conv FLOPs in bf16 tried: 97.5 %, 95 %, ... 30 %
@@ -183,3 +193,50 @@ def calibrate_mixed(model: nn.Module, x: torch.Tensor, x_small: torch.Tensor, mi
     share = sum(macs[n] for n in chosen) / total if total else 0.0
     return model, {"bf16_share": share, "agreement": tried[best] if best is not None else 1.0,
                    "bf16_convs": len(chosen), "convs": len(wrapped), "tried": len(tried)}
+
+
+def in_precision(model: nn.Module, precision: str, rewrite: bool = True) -> nn.Module:
+    """With the rewrites on, a copy whose conv weights are stored in the autocast dtype; else `model`."""
+    return weights_in(model, precision) if rewrite and precision in ("bf16", "fp16") else model
+
+
+def calibration_scene(size: tuple[int, int], device: torch.device, memory_format=torch.contiguous_format) -> torch.Tensor:
+    """The calibration input: a synthetic street scene of `size` (W, H), normalised, (1, 3, H, W)."""
+    image = render_scene(np.random.default_rng(0), *size)[0]
+    return to_tensor(image)[None].to(device).contiguous(memory_format=memory_format)
+
+
+def choose_precision(model: nn.Module, device: torch.device, options, size: tuple[int, int]
+                     ) -> tuple[nn.Module, str, dict | None]:
+    """(model in the chosen precision, the precision, the calibration record or None) for a float32
+    `model` (rewritten or not, per `options.rewrite`) and `options` (`InferenceOptions`: precision,
+    min_agreement, rewrite, channels_last); `size` (W, H) is the model's input size, at which a
+    calibration runs. The record says what was chosen ("chosen": bf16 | mixed | fp32), its
+    "agreement" with float32 on the calibration scene, full bf16's ("bf16_agreement", auto only)
+    and, after a per-conv search, the share of conv FLOPs in bf16 ("bf16_share") and conv counts."""
+    precision = runtime.resolve_precision(options.precision, device)
+    calibrated = options.precision == "mixed" or (
+        options.precision == "auto" and device.type == "cpu" and runtime.cpu_has_fast_bf16())
+    if not calibrated:
+        return in_precision(model, precision, options.rewrite), precision, None
+    start = time.perf_counter()
+    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+    w, h = size
+    x = calibration_scene((w, h), device, memory_format)
+    record: dict = {"size": f"{w}x{h}"}
+    ref = None                                      # float32 labels of the scene, once
+    if options.precision == "auto":
+        fast = in_precision(model, "bf16", options.rewrite)
+        with torch.inference_mode():
+            ref = runtime.forward_logits(model, x, "fp32").argmax(1)
+            agreement = float((runtime.forward_logits(fast, x, "bf16").argmax(1) == ref).float().mean())
+        record["bf16_agreement"] = agreement
+        if agreement >= options.min_agreement:
+            record.update(chosen="bf16", agreement=agreement, seconds=time.perf_counter() - start)
+            return fast, "bf16", record
+    small = calibration_scene((max(64, w // 8), max(32, h // 8)), device, memory_format)  # for the per-conv probes
+    mixed, summary = calibrate_mixed(model, x, small, options.min_agreement, reference=ref,
+                                     forward=lambda m, b: runtime.forward_logits(m, b, "mixed"))
+    chosen = "mixed" if summary["bf16_convs"] else "fp32"
+    record.update(summary, chosen=chosen, seconds=time.perf_counter() - start)
+    return (mixed if chosen == "mixed" else model), chosen, record

@@ -15,16 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from engine import checkpoints, files
+from engine.errors import UserError
 
 SHA_KEY = "segbench_checkpoint_sha256"
-# Archs that zero-pad their input to a multiple of N behind a Python `if`: the tracer would bake in
-# the dummy input's branch, so the export pads unconditionally (a no-op for the model's own pad).
-PAD_MULTIPLE = {"unet": 16, "hrnetv2_w48": 32}
 
 _fresh: dict[tuple, Path] = {}  # (checkpoint path, mtime_ns, size, onnx mtime_ns, size) -> up-to-date export
 
 
-class OnnxUnavailable(RuntimeError):
+class OnnxUnavailable(UserError, RuntimeError):
     pass
 
 
@@ -42,7 +40,9 @@ def onnx_path_for(checkpoint_path) -> Path:
 
 
 class _Logits(torch.nn.Module):
-    """The model with only its `"out"` logits as output (ONNX graphs return tensors, not dicts)."""
+    """The model with only its `"out"` logits as output (ONNX graphs return tensors, not dicts). A model
+    with a `pad_multiple` > 1 pads its input behind a Python `if`, whose branch the tracer would bake
+    in for the dummy input's size: the export pads unconditionally (a no-op for the model's own pad)."""
 
     def __init__(self, model: torch.nn.Module, pad_multiple: int = 1):
         super().__init__()
@@ -65,7 +65,8 @@ def export_onnx(checkpoint_path, out=None, *, opset: int = 17) -> Path:
     digest = checkpoints.sha256(checkpoint_path) if Path(checkpoint_path).is_file() else ""
     ckpt = checkpoints.load(checkpoint_path)
     out = Path(out) if out else onnx_path_for(checkpoint_path)
-    wrapped = _Logits(checkpoints.build_from(ckpt), PAD_MULTIPLE.get(ckpt["arch"], 1)).eval()
+    model = checkpoints.build_from(ckpt)
+    wrapped = _Logits(model, model.pad_multiple).eval()
     axes = {0: "batch", 2: "height", 3: "width"}
     buf = io.BytesIO()
     try:
@@ -125,7 +126,7 @@ def _stat(path: Path) -> tuple[int, int]:
 
 
 class OnnxForward:
-    """An ONNX Runtime session used like `engine.inference.forward_logits(model, images)`:
+    """An ONNX Runtime session used like `engine.runtime.forward_logits(model, images)`:
     normalised float32 (N, 3, H, W) in, float32 logits (N, C, H, W) out, on the images' device."""
 
     def __init__(self, onnx_path, device: torch.device, threads: int | None = None):

@@ -10,12 +10,27 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.inference import autocast
+from engine.runtime import autocast
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a model costs, and the setup its latency was measured on."""
+    params: int
+    size_mb: float            # the checkpoint file, 10^6 bytes
+    gflops: float             # one image at `resolution`
+    latency_ms: float         # median batch-1 forward at `resolution`
+    device: str
+    threads: int
+    precision: str
+    resolution: str           # WxH
+    peak_memory_mb: float | None = None   # CUDA only
 
 
 def cpu_name() -> str:
@@ -63,18 +78,17 @@ def latency_ms(model: torch.nn.Module, size: tuple[int, int], device: torch.devi
 
 
 def profile(model: torch.nn.Module, checkpoint_path: str | os.PathLike, size: tuple[int, int],
-            device: torch.device, repeats: int = 10) -> dict:
+            device: torch.device, repeats: int = 10) -> Profile:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = {
-        "params": count_params(model),
-        "size_mb": Path(checkpoint_path).stat().st_size / 1e6,
-        "gflops": gflops(model, size, device),
-        "latency_ms": latency_ms(model, size, device, repeats=repeats, warmup=min(2, repeats)),
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
-        "resolution": f"{size[0]}x{size[1]}",
-        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-    }
-    return result
+    return Profile(
+        params=count_params(model),
+        size_mb=Path(checkpoint_path).stat().st_size / 1e6,
+        gflops=gflops(model, size, device),
+        latency_ms=latency_ms(model, size, device, repeats=repeats, warmup=min(2, repeats)),
+        device=device_name(device),
+        threads=torch.get_num_threads(),
+        precision="bf16-autocast" if device.type == "cuda" else "fp32",
+        resolution=f"{size[0]}x{size[1]}",
+        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    )

@@ -11,9 +11,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from engine.classes import CATEGORIES, NUM_CLASSES, TRAIN_ID_TO_COLOR, colorize
-
-DISAGREE_COLOR = np.array([255, 0, 255], np.uint8)  # magenta: no Cityscapes class uses it
+from engine.classes import NUM_CLASSES, TRAIN_ID_TO_COLOR, colorize
 
 
 def visible_lut(visible: Iterable[int] | None = None) -> np.ndarray:
@@ -21,14 +19,6 @@ def visible_lut(visible: Iterable[int] | None = None) -> np.ndarray:
     lut = np.zeros(256, bool)
     lut[list(range(NUM_CLASSES)) if visible is None else [int(c) for c in visible]] = True
     return lut
-
-
-def classes_in(*groups: str) -> list[int]:
-    """trainIds of the official category groups (flat, construction, object, nature, sky, human, vehicle)."""
-    unknown = set(groups) - set(CATEGORIES)
-    if unknown:
-        raise ValueError(f"unknown categories {sorted(unknown)}; known: {sorted(CATEGORIES)}")
-    return sorted(c for g in groups for c in CATEGORIES[g])
 
 
 def mask_only(labels: np.ndarray, visible: Iterable[int] | None = None) -> np.ndarray:
@@ -63,16 +53,6 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.shape != b.shape:
         raise ValueError(f"label maps differ in size: {a.shape} vs {b.shape}")
     return a != b
-
-
-def disagreement_image(image: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float = 0.7) -> np.ndarray:
-    """The image in grey, with the pixels where the two models disagree in magenta."""
-    where = disagreement(a, b)
-    magenta = np.broadcast_to(DISAGREE_COLOR, image.shape)
-    out = grey(image)
-    blended = cv2.addWeighted(out, 1.0 - alpha, np.ascontiguousarray(magenta), alpha, 0.0)
-    cv2.copyTo(blended, where.view(np.uint8), out)
-    return out
 
 
 def disagreement_overlay(image: np.ndarray, labels: np.ndarray, other: np.ndarray, alpha: float = 0.5,

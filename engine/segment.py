@@ -142,13 +142,15 @@ def _frames_in_batches(q: queue.Queue, size: int) -> Iterator[list[np.ndarray]]:
 
 def segment_video(seg: Segmenter, src: Path, dst: Path, *, alpha=0.5, visible=None, label_dir: Path | None = None,
                   overlapped: bool = True, max_frames: int | None = None, keep_labels: bool = False,
-                  on_frames: Callable[[int], None] | None = None) -> dict:
+                  keep_overlays: bool = False, on_frames: Callable[[int], None] | None = None) -> dict:
     """The overlay video (H.264 MP4) of `src` at `dst`, and each frame's trainIds as
-    `label_dir/NNNNNN.png` when given. Returns frames, seconds, fps, model_seconds (and the label
-    maps when `keep_labels`, for comparing two runs)."""
+    `label_dir/NNNNNN.png` when given. Returns frames, seconds, fps, model_seconds, and, for
+    comparing two runs, the label maps (`keep_labels`) and the overlay frames exactly as handed to
+    the encoder, in order (`keep_overlays`). Compare those, not the MP4s: libx264 is not
+    bit-deterministic from run to run at frame sizes that are not multiples of 16."""
     info = video.probe(src)
     t0 = time.perf_counter()
-    model_s, n, kept = 0.0, 0, []
+    model_s, n, kept, overlays = 0.0, 0, [], []
     errors: list[BaseException] = []
     writer = video.VideoWriter(dst, info.fps or 25.0)
     try:
@@ -165,7 +167,8 @@ def segment_video(seg: Segmenter, src: Path, dst: Path, *, alpha=0.5, visible=No
                     labels = seg.predict_batch(batch)
                     model_s += time.perf_counter() - t
                     for frame, lab in zip(batch, labels):
-                        out_q.put((render.overlay(frame, lab, alpha, visible), lab))
+                        out_q.put((overlay := render.overlay(frame, lab, alpha, visible), lab))
+                        overlays += [overlay] if keep_overlays else []
                     kept += labels if keep_labels else []
                     n += len(batch)
                     if on_frames:
@@ -187,7 +190,8 @@ def segment_video(seg: Segmenter, src: Path, dst: Path, *, alpha=0.5, visible=No
                 t = time.perf_counter()
                 lab = seg.predict(frame)
                 model_s += time.perf_counter() - t
-                writer.write(render.overlay(frame, lab, alpha, visible))
+                writer.write(overlay := render.overlay(frame, lab, alpha, visible))
+                overlays += [overlay] if keep_overlays else []
                 if label_dir is not None:
                     write_png(label_dir / f"{n:06d}.png", lab)
                 kept += [lab] if keep_labels else []
@@ -202,4 +206,4 @@ def segment_video(seg: Segmenter, src: Path, dst: Path, *, alpha=0.5, visible=No
         raise
     seconds = time.perf_counter() - t0
     return {"input": str(src), "output": str(dst), "frames": n, "seconds": seconds, "fps": n / seconds if seconds else 0.0,
-            "model_seconds": model_s, "labels": kept}
+            "model_seconds": model_s, "labels": kept, "overlays": overlays}

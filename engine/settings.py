@@ -7,6 +7,9 @@
 - SEGBENCH_MAX_PIXELS: the largest image accepted anywhere (uploads, segment, coverage,
   datasets), in pixels; default 50 million. The dashboard's upload size limit is Streamlit's
   own `server.maxUploadSize` (MB, in .streamlit/config.toml: 1024).
+- SEGBENCH_OFFLINE (or the hubs' own HF_HUB_OFFLINE, TORCH_HUB_OFFLINE) = 1: never download
+  pretrained weights; a recipe that needs weights that are not cached fails at once, with the
+  path to put them at (`engine.models.pretrained`).
 """
 from __future__ import annotations
 
@@ -44,3 +47,11 @@ def max_pixels() -> int:
     if limit < 1:
         raise ValueError(f"SEGBENCH_MAX_PIXELS must be at least 1, got {value!r}")
     return limit
+
+
+OFFLINE_VARS = ("SEGBENCH_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE")
+
+
+def offline() -> bool:
+    """True when any of OFFLINE_VARS is set to 1 / on / yes / true."""
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in OFFLINE_VARS)

@@ -1,9 +1,10 @@
 """The results store: every run, epoch, evaluation and benchmark, in one SQL database.
 
 This is the only module with SQL/ORM code; callers get plain dicts and lists of dicts.
-The URL is any SQLAlchemy URL (default `engine.settings.db_url()`: RESULTS_DB or
-sqlite:///<repo>/results.db, or postgresql+psycopg://user@host/db for a database shared by several
-machines). On SQLite every connection runs in WAL mode with a 30 s busy timeout and foreign keys on,
+The URL is a SQLAlchemy URL of a SQLite or PostgreSQL database (default
+`engine.settings.db_url()`: RESULTS_DB or sqlite:///<repo>/results.db, or
+postgresql+psycopg://user@host/db for a database shared by several machines); other databases are
+refused with StoreUrlError. On SQLite every connection runs in WAL mode with a 30 s busy timeout and foreign keys on,
 so a dashboard can read while training writes. Every write is its own short transaction, begun on
 SQLite with BEGIN IMMEDIATE (it waits for the write lock up front, so its reads and writes are one
 atomic step); on PostgreSQL writes run READ COMMITTED and lock the rows they read-modify-write
@@ -31,7 +32,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator,
                         UniqueConstraint, create_engine, event, func, inspect, select, text)
@@ -44,13 +45,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from engine import settings
 from engine.classes import CLASS_NAMES
+from engine.errors import UserError
+
+if TYPE_CHECKING:   # the objects record_evaluation reads (no import of torch at run time)
+    from engine.metrics import Metrics
+    from engine.profiling import Profile
 
 SCHEMA_VERSION = 2
 MIGRATABLE = {"1"}  # older versions that migrating is purely additive for (create the new tables)
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 
-class StoreUrlError(ValueError):
+class StoreUrlError(UserError, ValueError):
     """RESULTS_DB / --db is not a database URL."""
 
 
@@ -58,11 +64,11 @@ class StoreConnectError(StoreUrlError):
     """The database of a valid URL cannot be reached or opened (server down, no such database...)."""
 
 
-class StoreCopyError(RuntimeError):
+class StoreCopyError(UserError, RuntimeError):
     """`copy_store` refused to copy (e.g. the target already holds results)."""
 
 
-class StoreVersionError(RuntimeError):
+class StoreVersionError(UserError, RuntimeError):
     """The database was written by a different schema version of this code."""
 
 
@@ -234,6 +240,24 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def recipe_columns(hp: dict) -> dict:
+    """The recipe values the leaderboard shows, from a run's stored hyperparameters (a recipe's
+    `to_dict()`; older or hand-written runs may lack any part): optimizer, lr, weight_decay,
+    epochs, dropout, batch_size, train_size ("WxH") and description."""
+    def get(*path):
+        d = hp
+        for key in path:
+            d = d.get(key) if isinstance(d, dict) else None
+        return d
+
+    size = get("data", "size")
+    return {"optimizer": get("schedule", "optimizer", "name"), "lr": get("schedule", "optimizer", "lr"),
+            "weight_decay": get("schedule", "optimizer", "weight_decay"), "epochs": get("schedule", "epochs"),
+            "dropout": get("model", "dropout"), "batch_size": get("data", "batch_size"),
+            "train_size": f"{size[0]}x{size[1]}" if isinstance(size, list) and len(size) == 2 else None,
+            "description": get("description")}
+
+
 def _as_dict(obj: Base) -> dict:
     return {c.key: getattr(obj, c.key) for c in obj.__table__.columns}
 
@@ -258,13 +282,19 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database).expanduser()
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
 def _engine_for(url: str):
     u = _parse(url)
-    if u.get_backend_name() != "sqlite":
-        # PostgreSQL: reads see one snapshot (REPEATABLE READ); Store._writer switches to READ COMMITTED.
-        opts = {"isolation_level": "REPEATABLE READ"} if u.get_backend_name() == "postgresql" else {}
+    if u.get_backend_name() not in BACKENDS:
+        raise StoreUrlError(f"{u.render_as_string(hide_password=True)}: the results store runs on SQLite or "
+                            f"PostgreSQL (sqlite:///results.db, postgresql+psycopg://user@host/db), not "
+                            f"{u.get_backend_name()}")
+    if u.get_backend_name() == "postgresql":
+        # reads see one snapshot (REPEATABLE READ); Store._writer switches to READ COMMITTED.
         try:
-            return create_engine(url, pool_pre_ping=True, **opts)
+            return create_engine(url, pool_pre_ping=True, isolation_level="REPEATABLE READ")
         except (NoSuchModuleError, ImportError) as e:
             raise StoreUrlError(f"{u.render_as_string(hide_password=True)}: no driver for this database ({e}); "
                                 f"for PostgreSQL use postgresql+psycopg://... with psycopg installed") from None
@@ -292,15 +322,12 @@ _WRITE = "segbench_write"  # execution option of Store._writer: its transactions
 _SCHEMA_LOCK = 0x5E6BE7C4  # pg_advisory_xact_lock key held while creating or migrating the schema
 
 
-def _upsert(conn, table, values: dict, key: list[str]):
-    """INSERT ... ON CONFLICT (key) DO UPDATE on SQLite and PostgreSQL; None on other dialects
-    (the caller falls back on select-then-insert-or-update)."""
-    mod = {"postgresql": pg_dialect, "sqlite": sqlite_dialect}.get(conn.dialect.name)
-    if mod is None:
-        return None
+def _upsert(conn, table, values: dict, key: list[str]) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE (SQLite and PostgreSQL both have it)."""
+    mod = {"postgresql": pg_dialect, "sqlite": sqlite_dialect}[conn.dialect.name]
     stmt = mod.insert(table).values(**values)
-    return conn.execute(stmt.on_conflict_do_update(index_elements=key,
-                                                   set_={k: stmt.excluded[k] for k in values if k not in key}))
+    conn.execute(stmt.on_conflict_do_update(index_elements=key,
+                                            set_={k: stmt.excluded[k] for k in values if k not in key}))
 
 
 class Store:
@@ -425,23 +452,18 @@ class Store:
     def record_checkpoint(self, path, sha256: str, *, kind: str, run_uid: str | None = None,
                           run_id: int | None = None) -> None:
         """Upsert by resolved path: the file's sha256 as just written (checked by checkpoints.load)."""
-        values = dict(sha256=sha256, kind=kind, run_uid=run_uid, run_id=run_id, written_at=_now())
-        key = str(Path(path).resolve())
-        for attempt in range(2):  # two writers inserting the same new path at once: the loser updates
-            try:
-                with Session(self._writer) as s, s.begin():
-                    if _upsert(s.connection(), CheckpointFile.__table__, dict(path=key, **values), ["path"]):
-                        return
-                    row = s.scalar(select(CheckpointFile).where(CheckpointFile.path == key))
-                    if row is None:
-                        s.add(CheckpointFile(path=key, **values))
-                    else:
-                        for k, v in values.items():
-                            setattr(row, k, v)
-                return
-            except IntegrityError:
-                if attempt:
-                    raise
+        values = dict(path=str(Path(path).resolve()), sha256=sha256, kind=kind, run_uid=run_uid, run_id=run_id,
+                      written_at=_now())
+        with Session(self._writer) as s, s.begin():
+            _upsert(s.connection(), CheckpointFile.__table__, values, ["path"])
+
+    def checkpoint_files(self) -> list[dict]:
+        """Every checkpoint file recorded, with the dataset of the run that wrote it ("dataset": None
+        when that run is not in this store)."""
+        with Session(self._engine) as s:
+            rows = s.execute(select(CheckpointFile, Run.dataset).outerjoin(Run, Run.uid == CheckpointFile.run_uid)
+                             .order_by(CheckpointFile.id))
+            return [_as_dict(c) | {"dataset": dataset} for c, dataset in rows]
 
     def checkpoint_record(self, path) -> dict | None:
         """What `record_checkpoint` recorded for this file (path resolved), or None."""
@@ -449,24 +471,26 @@ class Store:
             row = s.scalar(select(CheckpointFile).where(CheckpointFile.path == str(Path(path).resolve())))
             return None if row is None else _as_dict(row)
 
-    def record_evaluation(self, *, run_id: int | None, variant, checkpoint, checkpoint_sha256, dataset, split,
-                          num_images, eval_size, miou, pixel_accuracy, mean_loss,
-                          per_class_iou: dict[str, float | None], params, size_mb, gflops, latency_ms,
-                          latency_device, latency_threads, latency_precision, latency_resolution,
-                          peak_memory_mb=None) -> int:
-        unknown = set(per_class_iou) - set(CLASS_NAMES)
+    def record_evaluation(self, *, run_id: int | None, variant: str, checkpoint, checkpoint_sha256: str | None,
+                          dataset: str, split: str, eval_size: str, metrics: Metrics,
+                          profile: Profile | None = None) -> int:
+        """One evaluation (`engine.metrics.Metrics`) with the cost profile measured beside it
+        (`engine.profiling.Profile`; None leaves those columns empty) and its per-class IoUs."""
+        unknown = set(metrics.per_class_iou) - set(CLASS_NAMES)
         if unknown:
             raise ValueError(f"unknown class names in per_class_iou: {sorted(unknown)}")
+        cost = {} if profile is None else dict(
+            params=_i(profile.params), size_mb=_f(profile.size_mb), gflops=_f(profile.gflops),
+            latency_ms=_f(profile.latency_ms), latency_device=profile.device, latency_threads=_i(profile.threads),
+            latency_precision=profile.precision, latency_resolution=profile.resolution,
+            peak_memory_mb=_f(profile.peak_memory_mb))
         ev = Evaluation(run_id=run_id, variant=variant, checkpoint=str(checkpoint),
                         checkpoint_sha256=checkpoint_sha256, dataset=dataset, split=split,
-                        num_images=int(num_images), eval_size=str(eval_size), miou=_f(miou),
-                        pixel_accuracy=_f(pixel_accuracy), mean_loss=_f(mean_loss), params=_i(params),
-                        size_mb=_f(size_mb), gflops=_f(gflops), latency_ms=_f(latency_ms),
-                        latency_device=latency_device, latency_threads=_i(latency_threads),
-                        latency_precision=latency_precision, latency_resolution=latency_resolution,
-                        peak_memory_mb=_f(peak_memory_mb), created_at=_now())
-        ev.class_rows = [ClassIoU(class_id=i, class_name=name, iou=_f(per_class_iou[name]))
-                         for i, name in enumerate(CLASS_NAMES) if name in per_class_iou]
+                        num_images=int(metrics.num_images), eval_size=str(eval_size), miou=_f(metrics.miou),
+                        pixel_accuracy=_f(metrics.pixel_accuracy), mean_loss=_f(metrics.mean_loss),
+                        created_at=_now(), **cost)
+        ev.class_rows = [ClassIoU(class_id=i, class_name=name, iou=_f(metrics.per_class_iou[name]))
+                         for i, name in enumerate(CLASS_NAMES) if name in metrics.per_class_iou]
         with Session(self._writer) as s, s.begin():
             s.add(ev)
             s.flush()
@@ -547,14 +571,11 @@ class Store:
             latest = self._latest_evaluations(s, [r.id for r in runs])
             for r in runs:
                 hp = r.hyperparameters or {}
-                schedule = hp.get("schedule") if isinstance(hp.get("schedule"), dict) else {}
-                opt = schedule.get("optimizer") if isinstance(schedule.get("optimizer"), dict) else {}
                 ev = latest.get(r.id)
                 rows.append({
                     "run_id": r.id, "uid": r.uid, "variant": r.variant, "arch": r.arch, "backbone": r.backbone,
                     "dataset": r.dataset, "status": r.status, "profile": r.profile, "device": r.device,
-                    "hyperparameters": hp, "lr": opt.get("lr"), "optimizer": opt.get("name"),
-                    "epochs": schedule.get("epochs"), "epochs_done": r.epochs_done, "best_miou": r.best_miou,
+                    "hyperparameters": hp, **recipe_columns(hp), "epochs_done": r.epochs_done, "best_miou": r.best_miou,
                     **{m: (getattr(ev, m) if ev is not None else None) for m in metrics},
                     "evaluation_id": ev.id if ev is not None else None,
                     "train_seconds": r.train_seconds, "images_per_second": r.images_per_second,
@@ -578,10 +599,6 @@ class Store:
             q = q.where(Benchmark.kind == kind)
         with Session(self._engine) as s:
             return [_as_dict(b) for b in s.scalars(q)]
-
-
-def open_store(url: str | None = None) -> Store:
-    return Store(url)
 
 
 def copy_store(source: str | None, target: str) -> dict[str, int]:

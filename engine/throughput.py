@@ -26,7 +26,7 @@ import torch
 from engine.config import Recipe
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import TrainTransform
-from engine.inference import select_device
+from engine.runtime import select_device
 from engine.losses import SegmentationLoss
 from engine.profiling import device_name
 from engine.train import build_model_for, build_optimizer, build_scheduler, build_train_loader, train_step

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +49,12 @@ from engine.config import Recipe
 from engine.data import check
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import EvalTransform, TrainTransform, eval_collate
-from engine.inference import autocast, select_device
-from engine.profiling import device_name
+from engine.errors import UserError
 from engine.losses import SegmentationLoss
+from engine.metrics import Metrics
 from engine.models import BACKBONES, build_model
+from engine.profiling import device_name
+from engine.runtime import autocast, select_device
 from engine.store import Store
 
 
@@ -60,7 +62,7 @@ LOSS_READ_EVERY = 10  # steps between (non-blocking) reads of the running loss (
                      # the progress bar and the divergence check
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     pass
 
 
@@ -295,6 +297,22 @@ class _SigintGuard:
             self.pending = False
             raise KeyboardInterrupt
 
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls):
+        """A guard, handling SIGINT while the block runs where Ctrl-C means KeyboardInterrupt (the main
+        thread, the default handler: not ignored, not handled elsewhere); the default handler after."""
+        guard = cls()
+        own = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if own:
+            signal.signal(signal.SIGINT, guard)
+        try:
+            yield guard
+        finally:
+            if own:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def released(self, items):
         """Iterate `items`, held except while waiting for the next one."""
         items = iter(items)
@@ -307,6 +325,17 @@ class _SigintGuard:
             finally:
                 self.held = True
             yield item
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(dev: torch.device):
+    """On CUDA, cuDNN picks its fastest kernels for the fixed input sizes; the setting is restored after."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or dev.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _diverged(loss: float, epoch: int, iteration: int) -> TrainingDiverged:
@@ -346,6 +375,287 @@ def _steps(loader, accum: int):
     return grouped()
 
 
+@dataclass
+class TrainState:
+    """Where a run stands. With the weights, optimizer and scheduler it is all that `last.pt` keeps,
+    so `--resume` continues exactly: the epoch in progress (0-based), its steps and summed loss so
+    far (`meter`: a mid-epoch checkpoint's position), the loader generator's state at its start,
+    the iteration count, the best validation mIoU, the run uid and the clocks (earlier processes
+    included). `train_seconds` and `images` count this process's training only (its img/s)."""
+    run_uid: str
+    loader_rng: torch.Tensor
+    meter: LossMeter
+    epoch: int = 0
+    iteration: int = 0
+    best_miou: float = -1.0
+    run_clock: float = field(default_factory=time.perf_counter)    # perf_counter() at the run's start
+    epoch_clock: float = field(default_factory=time.perf_counter)  # perf_counter() at the epoch's start
+    epoch_earlier_seconds: float = 0.0   # seconds of this epoch spent in an earlier process
+    train_seconds: float = 0.0
+    images: int = 0
+
+    @classmethod
+    def new(cls, generator: torch.Generator, dev: torch.device) -> TrainState:
+        return cls(run_uid=uuid.uuid4().hex, loader_rng=generator.get_state(), meter=LossMeter(dev))
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, dev: torch.device) -> TrainState:
+        """The state a `last.pt` holds (its "epoch" is the last epoch completed; "in_epoch", when it was
+        written mid-epoch, the steps done in the next one)."""
+        done = ckpt.get("in_epoch", {"steps": 0, "loss_sum": torch.zeros(()), "seconds": 0.0})
+        meter = LossMeter(dev)
+        meter.sum, meter.steps = done["loss_sum"].to(dev), done["steps"]
+        now = time.perf_counter()
+        return cls(run_uid=ckpt["run_uid"], loader_rng=ckpt["rng"]["loader"].cpu(), meter=meter,
+                   epoch=ckpt["epoch"] + 1, iteration=ckpt["iteration"], best_miou=ckpt["best_miou"],
+                   run_clock=now - ckpt["elapsed_seconds"], epoch_clock=now - done["seconds"],
+                   epoch_earlier_seconds=done["seconds"])
+
+    def to_checkpoint(self, *, mid_epoch: bool, loss_sum: torch.Tensor | None = None) -> dict:
+        """The fields of `last.pt` that hold this state, with the global RNGs as they are now.
+        `loss_sum`: the epoch's loss sum to record (default the meter's, this rank's own)."""
+        now, dev = time.perf_counter(), self.meter.dev
+        rng = {"torch": torch.get_rng_state(), "loader": self.loader_rng}
+        if dev.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(dev)
+        fields = {"epoch": self.epoch - 1, "iteration": self.iteration, "rng": rng, "best_miou": self.best_miou,
+                  "elapsed_seconds": now - self.run_clock}
+        if mid_epoch:
+            fields["in_epoch"] = {"steps": self.meter.steps, "seconds": now - self.epoch_clock,
+                                  "loss_sum": self.meter.sum if loss_sum is None else loss_sum}
+        return fields
+
+    def next_epoch(self, generator: torch.Generator) -> None:
+        self.epoch += 1
+        self.loader_rng, self.meter = generator.get_state(), LossMeter(self.meter.dev)
+        self.epoch_clock, self.epoch_earlier_seconds = time.perf_counter(), 0.0
+
+
+@dataclass
+class Setup:
+    """What a run trains with, built once by `setup`."""
+    recipe: Recipe
+    dev: torch.device
+    model: torch.nn.Module       # checkpoints and validation read it (state dict keys without wrappers)
+    forward: torch.nn.Module     # what a step calls: the model, or its DDP / torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: SegmentationLoss
+    generator: torch.Generator   # the training loader's (its state is part of TrainState)
+    train_set: CityscapesDataset
+    val_set: CityscapesDataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    accum: int                   # micro-batches per optimizer step
+    batch_size: int              # images per optimizer step, all ranks
+    iters_per_epoch: int
+    max_iters: float             # schedule.max_iters, or inf
+
+
+def _metrics(val: Metrics) -> dict:
+    return {"miou": val.miou, "pixel_accuracy": val.pixel_accuracy, "mean_loss": val.mean_loss}
+
+
+class Recorder:
+    """Every side effect of training - store rows, checkpoint files, log lines - in one place, on rank
+    0 only: on torchrun's other ranks each method does nothing. `say` prints on rank 0; lines that
+    follow progress are printed by callers only where `progress` is set."""
+
+    def __init__(self, store: Store | None, recipe: Recipe, weights_dir, progress: bool):
+        self.active = distributed.is_main()
+        self.store, self.recipe, self.progress = store, recipe, progress and self.active
+        out = checkpoints.variant_dir(recipe.name, weights_dir)
+        self.last_path, self.best_path = out / "last.pt", out / "best.pt"
+        self.run_id: int | None = None
+        self._best: tuple[dict, dict] | None = None   # a better epoch's weights, not yet written
+
+    def say(self, message: str, err: bool = False) -> None:
+        if self.active:
+            print(message, file=sys.stderr if err else sys.stdout, flush=True)
+
+    def open_run(self, s: Setup, state: TrainState) -> None:
+        """The run's row: the one of a resumed run's uid, marked running again, else a new one."""
+        if not self.active:
+            return
+        existing = self.store.run_by_uid(state.run_uid)
+        if existing:
+            self.run_id = existing["id"]
+            self.store.reopen_run(self.run_id)
+            return
+        r = self.recipe
+        self.run_id = self.store.start_run(
+            variant=r.name, arch=r.model.arch, backbone=BACKBONES[r.model.arch], profile=r.profile,
+            hyperparameters=r.to_dict(), dataset=s.train_set.name, data_root=str(s.train_set.root),
+            train_images=len(s.train_set), val_images=len(s.val_set), device=device_name(s.dev),
+            code_version=checkpoints.code_version(), uid=state.run_uid)
+
+    def log_epoch(self, state: TrainState, val: Metrics, **figures) -> None:
+        if self.active:
+            self.store.log_epoch(self.run_id, epoch=state.epoch + 1, iteration=state.iteration, val_loss=val.mean_loss,
+                                 val_miou=val.miou, val_pixel_accuracy=val.pixel_accuracy, **figures)
+
+    def keep_best(self, model: torch.nn.Module, state: TrainState, val: Metrics) -> None:
+        """Keep the weights of a better epoch in memory; the next checkpoint writes them to best.pt."""
+        if self.active:
+            weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            self._best = weights, dict(epoch=state.epoch, iteration=state.iteration, metrics=_metrics(val))
+
+    def save(self, s: Setup, state: TrainState, *, val: Metrics | None = None, loss_sum=None) -> None:
+        """best.pt when a better epoch is pending, then last.pt: at an epoch's end (its validation `val`;
+        `state` already in the next epoch), or mid-epoch (`val` None); each file's sha256 to the store."""
+        if not self.active:
+            return
+        common = dict(arch=self.recipe.model.arch, recipe=self.recipe.to_dict(), run_uid=state.run_uid,
+                      store=self.store, run_id=self.run_id)
+        if self._best is not None:
+            weights, info = self._best
+            checkpoints.save(self.best_path, weights, **common, **info)
+            self._best = None
+        fields = state.to_checkpoint(mid_epoch=val is None, loss_sum=loss_sum)
+        checkpoints.save(self.last_path, s.model.state_dict(), **common, epoch=fields.pop("epoch"),
+                         iteration=fields.pop("iteration"), metrics=_metrics(val) if val else {},
+                         extra={"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(), **fields})
+
+    def finish(self, status: str, state: TrainState, **fields) -> None:
+        if self.active and self.run_id is not None:
+            self.store.finish_run(self.run_id, status=status, train_seconds=time.perf_counter() - state.run_clock,
+                                  **fields)
+
+
+def setup(recipe: Recipe, dev: torch.device, data_root, micro_batch: int | None, rec: Recorder) -> Setup:
+    """Seeds, datasets, loaders (batch split over ranks and micro-batches), model, optimizer, scheduler, loss."""
+    generator = seed_everything(recipe.schedule.seed)  # the same on every rank: the same permutations
+    train_set, val_set = build_datasets(recipe, data_root)
+    world = distributed.world_size()
+    micro, accum, batch_size, note = distributed.plan_batch(min(recipe.data.batch_size, len(train_set)), world,
+                                                            micro_batch)
+    if rec.progress or world > 1 or accum > 1:
+        rec.say(f"effective total batch {batch_size} = world {world} x micro {micro} x accumulation {accum}{note}")
+    train_loader = build_train_loader(train_set, recipe, dev, generator, accum=accum, batch_size=batch_size)
+    model, forward = build_model_for(recipe, dev)
+    if recipe.schedule.compile and dev.type != "cuda" and rec.progress:
+        rec.say("schedule.compile: torch.compile is used on CUDA only; training on the CPU without it")
+    optimizer = build_optimizer(model, recipe)
+    iters_per_epoch = len(train_loader) // accum
+    return Setup(recipe, dev, model, forward, optimizer, build_scheduler(optimizer, recipe, iters_per_epoch),
+                 SegmentationLoss(recipe.schedule.loss, recipe.model.aux_weight), generator, train_set, val_set,
+                 train_loader, build_val_loader(val_set, recipe, dev), accum, batch_size, iters_per_epoch,
+                 recipe.schedule.max_iters or math.inf)
+
+
+def resume_state(s: Setup, rec: Recorder) -> TrainState | None:
+    """The state of `last.pt` with the model, optimizer, scheduler, RNGs and the loader's position
+    restored; None (a new run) when there is no `last.pt` yet."""
+    if not rec.last_path.is_file():
+        rec.say(f"--resume: no {rec.last_path} yet, starting a new run")
+        return None
+    ckpt = checkpoints.load(rec.last_path, map_location=s.dev)
+    s.model.load_state_dict(ckpt["model"])
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    s.scheduler.load_state_dict(ckpt["scheduler"])
+    # no GradScaler state to restore: there is none (bf16 autocast on CUDA, fp32 on the CPU: no loss scaling)
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    if s.dev.type == "cuda" and "cuda" in ckpt["rng"]:  # dropout on CUDA draws from the device's generator
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), s.dev)
+    state = TrainState.from_checkpoint(ckpt, s.dev)
+    s.generator.set_state(state.loader_rng)  # its state at the start of the epoch in progress
+    if state.meter.steps:  # a mid-epoch checkpoint: that epoch's first steps are done (and skipped unloaded)
+        s.train_loader.batch_sampler.skip = state.meter.steps if state.iteration < s.max_iters else s.iters_per_epoch
+    rec.say(f"resuming {s.recipe.name} at epoch {state.epoch + 1} (step {state.meter.steps}), "
+            f"iteration {state.iteration}")
+    return state
+
+
+def _for_ranks(s: Setup) -> torch.nn.Module:
+    """Under torchrun, DDP around the model (after any resume: every rank starts from rank 0's weights)."""
+    if distributed.world_size() == 1:
+        return s.forward
+    forward = distributed.wrap(s.model, s.dev)
+    return torch.compile(forward) if s.recipe.schedule.compile and s.dev.type == "cuda" else forward
+
+
+def build_caches(s: Setup, state: TrainState, rec: Recorder) -> None:
+    """With `data.cache`, decode and resize both splits once, before the loaders start (fork) their workers."""
+    if not s.recipe.data.cache or state.epoch >= s.recipe.schedule.epochs or state.iteration >= s.max_iters:
+        return
+    t0 = time.perf_counter()
+    for ds in (s.train_set, s.val_set):
+        ds.build_cache(workers=s.recipe.data.workers)
+    if rec.progress:
+        rec.say(f"cached {len(s.train_set)} train + {len(s.val_set)} val images in memory "
+                f"({(s.train_set.cache_bytes + s.val_set.cache_bytes) / 1e6:.0f} MB, {time.perf_counter() - t0:.1f}s)")
+
+
+def train_one_epoch(s: Setup, state: TrainState, guard: _SigintGuard, rec: Recorder) -> tuple[float, float]:
+    """The rest of the epoch in progress (from step `state.meter.steps`, where a resume left it), or up
+    to `max_iters`; checkpoints every `schedule.checkpoint_every_iters`. Returns the epoch's mean loss
+    (over ranks) and its training seconds (earlier processes included)."""
+    sched, meter, world = s.recipe.schedule, state.meter, distributed.world_size()
+    s.model.train()
+    iter0 = state.iteration - meter.steps
+    bar = tqdm(_steps(s.train_loader, s.accum), desc=f"{s.recipe.name} epoch {state.epoch + 1}/{sched.epochs}",
+               disable=not rec.progress, leave=False, dynamic_ncols=True, initial=meter.steps, total=s.iters_per_epoch)
+    for images, targets in guard.released(bar):
+        meter.add(train_step(s.forward, images, targets, s.loss_fn, s.optimizer, s.scheduler, s.dev))
+        state.iteration += 1
+        state.images += sum(x.shape[0] for x in images) if s.accum > 1 else images.shape[0]
+        if meter.steps % LOSS_READ_EVERY == 0 or meter.steps == 1:  # never waits for the device (LossMeter)
+            # under torchrun: the mean over ranks (a collective), so that every rank stops together
+            latest = meter.poll() if world == 1 else (meter.mean(), meter.steps)
+            if latest is not None and not math.isfinite(latest[0]):
+                raise _diverged(latest[0], state.epoch, iter0 + latest[1])
+            if latest is not None and rec.progress:
+                bar.set_postfix(loss=f"{latest[0]:.3f}",
+                                img_s=f"{meter.steps * s.batch_size / (time.perf_counter() - state.epoch_clock):.1f}")
+        if state.iteration >= s.max_iters:  # only max_iters cuts an epoch short
+            break
+        if sched.checkpoint_every_iters and state.iteration % sched.checkpoint_every_iters == 0:
+            loss_sum = meter.global_sum()  # over ranks: what a resume (any number of ranks) starts from
+            if not math.isfinite(loss := (loss_sum / max(meter.steps, 1)).item()):  # never checkpointed
+                raise _diverged(loss, state.epoch, state.iteration)
+            rec.save(s, state, loss_sum=loss_sum)
+            distributed.barrier()
+    bar.close()
+    train_loss = meter.mean()  # the epoch's one synchronisation, before the clock stops
+    seconds = time.perf_counter() - state.epoch_clock
+    state.train_seconds += seconds - state.epoch_earlier_seconds  # this process's part
+    if not math.isfinite(train_loss):
+        raise _diverged(train_loss, state.epoch, state.iteration)
+    return train_loss, seconds
+
+
+def end_epoch(s: Setup, state: TrainState, val: Metrics, train_loss: float, train_seconds: float,
+              rec: Recorder) -> None:
+    """The epoch's row, the best weights kept, the checkpoints due, the log line; `state` moves on."""
+    sched, seconds = s.recipe.schedule, time.perf_counter() - state.epoch_clock
+    rec.log_epoch(state, val, train_loss=train_loss, lr=s.optimizer.param_groups[0]["lr"], seconds=seconds,
+                  images_per_second=state.meter.steps * s.batch_size / train_seconds)
+    if val.miou > state.best_miou:  # every rank: the same (all-reduced) validation
+        state.best_miou = val.miou
+        rec.keep_best(s.model, state, val)
+    last = state.epoch + 1 >= sched.epochs or state.iteration >= s.max_iters
+    state.next_epoch(s.generator)
+    if last or (sched.checkpoint_every and state.epoch % sched.checkpoint_every == 0):
+        rec.save(s, state, val=val)
+    distributed.barrier()
+    if rec.progress:
+        rec.say(f"{s.recipe.name} epoch {state.epoch}: loss {train_loss:.3f}  val mIoU {val.miou:.4f}  "
+                f"pixel acc {val.pixel_accuracy:.4f}  ({seconds:.1f}s)")
+
+
+def stop_interrupted(s: Setup, state: TrainState, guard: _SigintGuard, rec: Recorder) -> None:
+    """Ctrl-C: last.pt at the current position (unless it came inside a step: maybe torn), the run
+    marked interrupted. No collectives: other ranks may be gone, so rank 0's own loss sum is saved."""
+    saved = not guard.held and math.isfinite(state.meter.mean(local=True))
+    guard.held = True  # a further Ctrl-C waits for the checkpoint and the store
+    if saved:
+        rec.save(s, state)
+    how = (f"{rec.last_path} saved at iteration {state.iteration}; the same command with --resume continues exactly"
+           if saved else f"{rec.last_path} not updated (stopped inside a step, or the loss is not finite)")
+    rec.say(f"interrupted: {how}", err=True)
+    rec.finish("interrupted", state, error=f"interrupted by the user (Ctrl-C): {how}")
+
+
 def train(recipe: Recipe, *, store: Store | None, data_root=None, device: str = "auto", weights_dir=None,
           resume: bool = False, progress: bool = True, micro_batch: int | None = None) -> TrainResult:
     """Under torchrun (`engine.distributed.init` called first) every rank runs this: rank 0 alone
@@ -353,191 +663,30 @@ def train(recipe: Recipe, *, store: Store | None, data_root=None, device: str = 
     `micro_batch` caps the per-process batch: gradient accumulation keeps the recipe's total."""
     check.require_clean(data_root)  # pairing, names, header sizes and modes (no pixel decoded): fail before any work
     dev = distributed.local_device(select_device(device))
-    main, world = distributed.is_main(), distributed.world_size()
-    progress = progress and main
-    generator = seed_everything(recipe.schedule.seed)  # the same on every rank: the same permutations
-    data, sched = recipe.data, recipe.schedule
-    train_set, val_set = build_datasets(recipe, data_root)
-    micro, accum, batch_size, note = distributed.plan_batch(min(data.batch_size, len(train_set)), world, micro_batch)
-    if main and (progress or world > 1 or accum > 1):
-        print(f"effective total batch {batch_size} = world {world} x micro {micro} x accumulation {accum}{note}",
-              flush=True)
-    train_loader = build_train_loader(train_set, recipe, dev, generator, accum=accum, batch_size=batch_size)
-    val_loader = build_val_loader(val_set, recipe, dev)
-    iters_per_epoch = len(train_loader) // accum
-    max_iters = sched.max_iters or math.inf
-
-    model, forward = build_model_for(recipe, dev)
-    if sched.compile and dev.type != "cuda" and progress:
-        print("schedule.compile: torch.compile is used on CUDA only; training on the CPU without it")
-    optimizer = build_optimizer(model, recipe)
-    scheduler = build_scheduler(optimizer, recipe, iters_per_epoch)
-    loss_fn = SegmentationLoss(sched.loss, recipe.model.aux_weight)
-    out_dir = checkpoints.variant_dir(recipe.name, weights_dir)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-
-    start_epoch, iteration, best_miou, run_uid, run_id, elapsed = 0, 0, -1.0, uuid.uuid4().hex, None, 0.0
-    meter, epoch_s = LossMeter(dev), 0.0  # the epoch in progress: its losses so far, its seconds before this session
-    if resume and not last_path.is_file():
-        if main:
-            print(f"--resume: no {last_path} yet, starting a new run")
-    elif resume:
-        ckpt = checkpoints.load(last_path, map_location=dev)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if dev.type == "cuda" and "cuda" in ckpt["rng"]:  # dropout on CUDA draws from the device's generator
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), dev)
-        generator.set_state(ckpt["rng"]["loader"].cpu())  # its state at the start of epoch start_epoch
-        # no GradScaler state to restore: there is none (bf16 autocast on CUDA, fp32 on the CPU: no loss scaling)
-        start_epoch, iteration = ckpt["epoch"] + 1, ckpt["iteration"]  # "epoch": the last one completed
-        if "in_epoch" in ckpt:  # a mid-epoch checkpoint: that epoch's first steps are done (and skipped unloaded)
-            done = ckpt["in_epoch"]
-            meter.sum, meter.steps, epoch_s = done["loss_sum"].to(dev), done["steps"], done["seconds"]
-            train_loader.batch_sampler.skip = meter.steps if iteration < max_iters else iters_per_epoch
-        best_miou, run_uid, elapsed = ckpt["best_miou"], ckpt["run_uid"], ckpt["elapsed_seconds"]
-        existing = store.run_by_uid(run_uid) if main else None
-        run_id = existing["id"] if existing else None
-        if run_id is not None:
-            store.reopen_run(run_id)
-        if main:
-            print(f"resuming {recipe.name} at epoch {start_epoch + 1} (step {meter.steps}), iteration {iteration}")
-    run_uid = distributed.broadcast_object(run_uid)  # one run: rank 0's uid everywhere
-    if world > 1:  # after any resume: DDP starts from rank 0's weights
-        forward = distributed.wrap(model, dev)
-        if sched.compile and dev.type == "cuda":
-            forward = torch.compile(forward)
-    if run_id is None and main:
-        run_id = store.start_run(
-            variant=recipe.name, arch=recipe.model.arch, backbone=BACKBONES[recipe.model.arch], profile=recipe.profile,
-            hyperparameters=recipe.to_dict(), dataset=train_set.name, data_root=str(train_set.root),
-            train_images=len(train_set), val_images=len(val_set), device=device_name(dev),
-            code_version=checkpoints.code_version(), uid=run_uid)
-
-    t_start, train_time, images_seen = time.perf_counter() - elapsed, 0.0, 0  # time from earlier sessions counts
-    best_state, best_info, best_written = None, None, None
-    common = dict(arch=recipe.model.arch, recipe=recipe.to_dict(), run_uid=run_uid)
-
-    def save_checkpoints(epoch: int, iteration: int, val: dict | None, loss_sum=None) -> None:
-        """At the end of `epoch` (its validation `val`), or in the middle of it (`val` None: last.pt then
-        holds the position in the epoch, the loss sum so far and the loader's state at the epoch's start)."""
-        nonlocal best_written
-        if best_state is not None and best_written is not best_state:
-            checkpoints.save(best_path, best_state, **common, **best_info, store=store, run_id=run_id)
-            best_written = best_state
-        rng = {"torch": torch.get_rng_state(), "loader": generator.get_state() if val else epoch_rng}
-        if dev.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(dev)
-        extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-                 "best_miou": best_miou, "elapsed_seconds": time.perf_counter() - t_start}
-        if val is None:
-            extra["in_epoch"] = {"steps": meter.steps, "loss_sum": meter.sum if loss_sum is None else loss_sum,
-                                 "seconds": time.perf_counter() - t0}
-        checkpoints.save(last_path, model.state_dict(), **common, epoch=epoch if val else epoch - 1, iteration=iteration,
-                         metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")} if val else {},
-                         extra=extra, store=store, run_id=run_id)  # each file's sha256 recorded in the store
-
-    # the epoch in progress (its losses so far in `meter`), the loader's state at its start, its clock
-    epoch, epoch_rng, t0 = start_epoch, generator.get_state(), time.perf_counter() - epoch_s
-    cudnn_benchmark = torch.backends.cudnn.benchmark
-    guard = _SigintGuard()  # installed only where Ctrl-C means KeyboardInterrupt (not ignored, not handled elsewhere)
-    sigint = (threading.current_thread() is threading.main_thread()
-              and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    if sigint:
-        signal.signal(signal.SIGINT, guard)
-    try:
-        if dev.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
-        if data.cache and start_epoch < sched.epochs and iteration < max_iters:
-            t_cache = time.perf_counter()
-            for ds in (train_set, val_set):  # here, before the loaders start (fork) their workers
-                ds.build_cache(workers=data.workers)
-            if progress:
-                print(f"cached {len(train_set)} train + {len(val_set)} val images in memory "
-                      f"({(train_set.cache_bytes + val_set.cache_bytes) / 1e6:.0f} MB, "
-                      f"{time.perf_counter() - t_cache:.1f}s)", flush=True)
-        guard.held = True  # from here on Ctrl-C waits for a consistent state (see _SigintGuard)
-        while epoch < sched.epochs and (iteration < max_iters or meter.steps):  # a begun epoch always ends
-            model.train()
-            iter0 = iteration - meter.steps
-            bar = tqdm(_steps(train_loader, accum), desc=f"{recipe.name} epoch {epoch + 1}/{sched.epochs}",
-                       disable=not progress, leave=False, dynamic_ncols=True, initial=meter.steps,
-                       total=iters_per_epoch)
-            for images, targets in guard.released(bar):
-                meter.add(train_step(forward, images, targets, loss_fn, optimizer, scheduler, dev))
-                iteration += 1
-                images_seen += sum(x.shape[0] for x in images) if accum > 1 else images.shape[0]
-                if meter.steps % LOSS_READ_EVERY == 0 or meter.steps == 1:  # never waits for the device (LossMeter)
-                    # under torchrun: the mean over ranks (a collective), so that every rank stops together
-                    latest = meter.poll() if world == 1 else (meter.mean(), meter.steps)
-                    if latest is not None and not math.isfinite(latest[0]):
-                        raise _diverged(latest[0], epoch, iter0 + latest[1])
-                    if latest is not None and progress:
-                        bar.set_postfix(loss=f"{latest[0]:.3f}",
-                                        img_s=f"{meter.steps * batch_size / (time.perf_counter() - t0):.1f}")
-                if iteration >= max_iters:  # only max_iters cuts an epoch short
-                    break
-                if sched.checkpoint_every_iters and iteration % sched.checkpoint_every_iters == 0:
-                    loss_sum = meter.global_sum()  # over ranks: what a resume (any number of ranks) starts from
-                    if not math.isfinite(loss := (loss_sum / max(meter.steps, 1)).item()):  # never checkpointed
-                        raise _diverged(loss, epoch, iteration)
-                    if main:
-                        save_checkpoints(epoch, iteration, None, loss_sum)
-                    distributed.barrier()
-            bar.close()
-            train_loss = meter.mean()  # the epoch's one synchronisation, before the clock stops
-            epoch_train_s = time.perf_counter() - t0
-            train_time += epoch_train_s - epoch_s  # this session's part
-            if not math.isfinite(train_loss):
-                raise _diverged(train_loss, epoch, iteration)
-            guard.release()  # Ctrl-C during validation acts at once
-            val = evaluate.evaluate_model(model, val_loader, dev, loss_fn=loss_fn.single, progress=False)
-            guard.held = True
-            if main:
-                store.log_epoch(run_id, epoch=epoch + 1, iteration=iteration, train_loss=train_loss,
-                                val_loss=val["mean_loss"], val_miou=val["miou"],
-                                val_pixel_accuracy=val["pixel_accuracy"], lr=optimizer.param_groups[0]["lr"],
-                                seconds=time.perf_counter() - t0,
-                                images_per_second=meter.steps * batch_size / epoch_train_s)
-            if val["miou"] > best_miou:  # kept in memory; written with the next checkpoint
-                best_miou = val["miou"]  # every rank: the same (all-reduced) validation
-                best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()} if main else None
-                best_info = dict(epoch=epoch, iteration=iteration, metrics={k: val[k] for k in ("miou", "pixel_accuracy", "mean_loss")})
-            last_epoch = epoch + 1 >= sched.epochs or iteration >= max_iters
-            if main and (last_epoch or (sched.checkpoint_every and (epoch + 1) % sched.checkpoint_every == 0)):
-                save_checkpoints(epoch, iteration, val)
-            distributed.barrier()
-            if progress:
-                print(f"{recipe.name} epoch {epoch + 1}: loss {train_loss:.3f}  val mIoU {val['miou']:.4f}  "
-                      f"pixel acc {val['pixel_accuracy']:.4f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
-            epoch, meter, epoch_rng, epoch_s, t0 = epoch + 1, LossMeter(dev), generator.get_state(), 0.0, time.perf_counter()
-    except KeyboardInterrupt:
-        # no collectives from here on (other ranks may be gone): rank 0's own loss sum is saved
-        saved = not guard.held and math.isfinite(meter.mean(local=True))  # else a second Ctrl-C mid-step: maybe torn
-        guard.held = True  # a further Ctrl-C waits for the checkpoint and the store
-        if saved and main:
-            save_checkpoints(epoch, iteration, None)
-        how = (f"{last_path} saved at iteration {iteration}; the same command with --resume continues exactly"
-               if saved else f"{last_path} not updated (stopped inside a step, or the loss is not finite)")
-        if main:
-            print(f"interrupted: {how}", file=sys.stderr, flush=True)
-            store.finish_run(run_id, status="interrupted", error=f"interrupted by the user (Ctrl-C): {how}",
-                             train_seconds=time.perf_counter() - t_start)
-        raise
-    except BaseException as e:
-        if main and run_id is not None:
-            store.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}",
-                             train_seconds=time.perf_counter() - t_start)
-        raise
-    finally:
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-        if sigint:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    total = time.perf_counter() - t_start
-    ips = images_seen * world / train_time if train_time > 0 else 0.0  # every rank sees as many images
-    if main:
-        store.finish_run(run_id, status="completed", train_seconds=total, images_per_second=ips,
-                         best_miou=best_miou, checkpoint=str(best_path))
+    rec = Recorder(store, recipe, weights_dir, progress)
+    s = setup(recipe, dev, data_root, micro_batch, rec)
+    state = (resume_state(s, rec) if resume else None) or TrainState.new(s.generator, dev)
+    state.run_uid = distributed.broadcast_object(state.run_uid)  # one run: rank 0's uid everywhere
+    s.forward = _for_ranks(s)
+    rec.open_run(s, state)
+    with _SigintGuard.installed() as guard, _cudnn_benchmark(dev):
+        try:
+            build_caches(s, state, rec)
+            guard.held = True  # from here on Ctrl-C waits for a consistent state (see _SigintGuard)
+            while state.epoch < recipe.schedule.epochs and (state.iteration < s.max_iters or state.meter.steps):
+                train_loss, seconds = train_one_epoch(s, state, guard, rec)  # a begun epoch always ends
+                guard.release()  # Ctrl-C during validation acts at once
+                val = evaluate.evaluate_model(s.model, s.val_loader, dev, loss_fn=s.loss_fn.single, progress=False)
+                guard.held = True
+                end_epoch(s, state, val, train_loss, seconds, rec)
+        except KeyboardInterrupt:
+            stop_interrupted(s, state, guard, rec)
+            raise
+        except BaseException as e:
+            rec.finish("failed", state, error=f"{type(e).__name__}: {e}")
+            raise
+    ips = state.images * distributed.world_size() / state.train_seconds if state.train_seconds > 0 else 0.0
+    rec.finish("completed", state, images_per_second=ips, best_miou=state.best_miou, checkpoint=str(rec.best_path))
     distributed.barrier()  # the other ranks return once rank 0's rows and files are written
-    return TrainResult(run_id, run_uid, epoch, iteration, best_miou, best_path, last_path, total, ips)
+    return TrainResult(rec.run_id, state.run_uid, state.epoch, state.iteration, state.best_miou, rec.best_path,
+                       rec.last_path, time.perf_counter() - state.run_clock, ips)

@@ -15,10 +15,12 @@ from pathlib import Path
 import av
 import numpy as np
 
+from engine.errors import UserError
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video that cannot be read (missing, empty, corrupt, unsupported) or written; one-line message."""
 
 

@@ -14,6 +14,7 @@ from dashboard import charts, media, tables, widgets
 from dashboard.video_compare import process_video, reencode
 from engine import render, video
 from engine.classes import CLASS_NAMES, NUM_CLASSES, PALETTE
+from engine.store import recipe_columns
 
 
 def _row(run_id, variant, arch, miou, params, status="completed", dataset="synthetic", **extra):
@@ -22,7 +23,7 @@ def _row(run_id, variant, arch, miou, params, status="completed", dataset="synth
           "description": f"{variant} recipe"}
     return {"run_id": run_id, "uid": f"{run_id:08x}{0:024x}", "variant": variant, "arch": arch, "backbone": "resnet50",
             "dataset": dataset, "status": status, "profile": "quick", "device": "cpu", "hyperparameters": hp,
-            "lr": 1e-4, "optimizer": "adam", "epochs": 3, "epochs_done": 3, "best_miou": miou, "miou": miou,
+            **recipe_columns(hp), "epochs_done": 3, "best_miou": miou, "miou": miou,
             "pixel_accuracy": 0.5, "params": params, "size_mb": params / 250_000 if params else None, "gflops": 2.0,
             "latency_ms": 100.0, "latency_device": "Xeon", "latency_threads": 2, "latency_precision": "fp32",
             "latency_resolution": "64x32", "train_seconds": 120.0, "images_per_second": 2.0,

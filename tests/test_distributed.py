@@ -64,7 +64,7 @@ def test_two_processes_train_one_run_and_evaluate_exactly_as_one(synth_root, tmp
     dist = json.loads(line)
     single = evaluate_checkpoint(checkpoint=best, data_root=synth_root, device="cpu", progress=False)
     assert dist["num_images"] == single["num_images"] == 2
-    for key in ("mIoU", "pixel_accuracy", "per_class_iou"):
+    for key in ("miou", "pixel_accuracy", "per_class_iou"):
         assert dist[key] == single[key], key  # bit for bit: integer confusion counts, summed
     assert dist["mean_loss"] == pytest.approx(single["mean_loss"], rel=1e-6)
 

@@ -35,10 +35,10 @@ def test_confusion_matrix_matches_counting_pixels():
     m = cm.compute()
     ious, acc = brute_force(np.concatenate(targets), np.concatenate(preds))
     for name, expected in zip(CLASS_NAMES, ious):
-        got = m["per_class_iou"][name]
+        got = m.per_class_iou[name]
         assert (got is None) if math.isnan(expected) else got == pytest.approx(expected, abs=1e-12)
-    assert m["miou"] == pytest.approx(np.nanmean(ious), abs=1e-12)
-    assert m["pixel_accuracy"] == pytest.approx(acc, abs=1e-12)
+    assert m.miou == pytest.approx(np.nanmean(ious), abs=1e-12)
+    assert m.pixel_accuracy == pytest.approx(acc, abs=1e-12)
 
 
 def test_class_only_in_prediction_counts_with_iou_zero():
@@ -48,8 +48,8 @@ def test_class_only_in_prediction_counts_with_iou_zero():
     cm = ConfusionMatrix()
     cm.update(t, p)
     m = cm.compute()
-    assert m["per_class_iou"][CLASS_NAMES[5]] == 0.0
-    assert m["miou"] == pytest.approx((15 / 16 + 0.0) / 2)
+    assert m.per_class_iou[CLASS_NAMES[5]] == 0.0
+    assert m.miou == pytest.approx((15 / 16 + 0.0) / 2)
 
 
 def test_ignored_pixels_count_nowhere():
@@ -60,7 +60,7 @@ def test_ignored_pixels_count_nowhere():
     cm = ConfusionMatrix()
     cm.update(t, p)
     m = cm.compute()
-    assert m["miou"] == 1.0 and m["pixel_accuracy"] == 1.0 and m["per_class_iou"][CLASS_NAMES[2]] is None
+    assert m.miou == 1.0 and m.pixel_accuracy == 1.0 and m.per_class_iou[CLASS_NAMES[2]] is None
 
 
 def test_losses_ignore_255_and_dice_is_zero_for_a_perfect_prediction():

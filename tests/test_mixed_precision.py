@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from engine import checkpoints, runtime
 from engine.data.synthetic import render_scene
-from engine.inference import InferenceOptions, Segmenter, cpu_has_fast_bf16, forward_logits
+from engine.inference import InferenceOptions, Segmenter
 from engine.mixed_precision import SHARES, MixedConv, calibrate_mixed, conv_flops, conv_sensitivity, wrap_convs
 from engine.model_rewrites import ShiftedGemmConv2d, prepare_for_inference
 from engine.models.unet import UNet
+from engine.runtime import forward_logits
 
 
 def _logits(model, x):
@@ -117,19 +119,35 @@ def test_segmenter_precision_mixed(trained):
     assert np.array_equal(none.predict(frame), exact.predict(frame))
 
 
-@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no native bf16 (AMX / AVX-512 BF16)")
-def test_auto_tries_full_bf16_first_then_a_share_of_the_convs(trained):
-    ckpt = trained.weights / trained.variant / "best.pt"
-    size = (128, 64)                    # twice the training size: full bf16 flips some of this checkpoint's labels
-    full = Segmenter(ckpt, "cpu", input_size=size, options=InferenceOptions(min_agreement=0.0)).calibration
-    assert full["chosen"] == "bf16" and full["agreement"] == full["bf16_agreement"]
-    if full["bf16_agreement"] > 0.99:
-        pytest.skip(f"full bf16 keeps {full['bf16_agreement']:.2%} of this checkpoint's labels here")
-    between = full["bf16_agreement"] + 0.01
-    seg = Segmenter(ckpt, "cpu", input_size=size, options=InferenceOptions(min_agreement=between))
+def _bf16_ties_two_classes(trained, path):
+    """The trained checkpoint with its classifier rewritten so that bf16 flips labels on every CPU:
+    classes 0 and 1 get the same weights and biases 50 and 50 + 2**-6 (the others -50). In float32
+    class 1 wins everywhere; in bf16 both biases round to 50, the two logits tie and argmax takes
+    class 0 - everywhere, whatever the CPU (bf16 rounding is exact IEEE arithmetic)."""
+    ckpt = checkpoints.load(trained.weights / trained.variant / "best.pt")
+    model = checkpoints.build_from(ckpt)
+    last = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight[1] = last.weight[0]
+        last.bias.fill_(-50.0)
+        last.bias[0], last.bias[1] = 50.0, 50.0 + 2 ** -6
+    checkpoints.save(path, model.state_dict(), arch=ckpt["arch"], recipe=ckpt["recipe"], run_uid=ckpt["run_uid"],
+                     epoch=ckpt["epoch"], iteration=ckpt["iteration"], metrics={})
+    return path
+
+
+def test_auto_tries_full_bf16_first_then_a_share_of_the_convs(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)  # the branch of a bf16 CPU, on any CPU
+    ckpt = _bf16_ties_two_classes(trained, tmp_path / "best.pt")
+    size = (128, 64)
+    seg = Segmenter(ckpt, "cpu", input_size=size, options=InferenceOptions(min_agreement=0.9))
     cal = seg.calibration
-    assert cal["bf16_agreement"] == full["bf16_agreement"] and seg.precision == cal["chosen"] == "mixed"
-    assert cal["agreement"] >= between and 0.3 <= cal["bf16_share"] < 1
+    assert cal["bf16_agreement"] == 0.0          # full bf16 labels every pixel 0, float32 labels it 1: tried first
+    assert seg.precision == cal["chosen"] == "mixed"   # then the convs that keep the labels: the classifier in fp32
+    assert cal["agreement"] >= 0.9 and 0.3 <= cal["bf16_share"] < 1
+    classifier = [m for m in seg.model.classifier.modules() if isinstance(m, MixedConv)][-1]
+    assert classifier.bf16_conv is None and classifier.fp32_conv is not None
     frame = render_scene(np.random.default_rng(0), *size)[0]      # the calibration scene itself
     exact = Segmenter(ckpt, "cpu", input_size=size, options=InferenceOptions(precision="fp32"))
+    assert (exact.predict(frame) == 1).all()
     assert np.mean(seg.predict(frame) == exact.predict(frame)) == pytest.approx(cal["agreement"])

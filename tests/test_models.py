@@ -52,6 +52,19 @@ def test_output_shapes_any_size(arch):
     assert build_model(arch, num_classes=5).classifier[-1].out_channels == 5
 
 
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_the_model_pads_its_input_to_its_own_multiple(arch):
+    """`pad_multiple` (what the ONNX export pads to) is the multiple the model itself pads to: its output
+    for any size equals that of the input zero-padded to the multiple, cropped back."""
+    model = shared_model(arch).eval()
+    m = model.pad_multiple
+    assert isinstance(m, int) and m >= 1
+    x = torch.randn(1, 3, 33, 47)
+    with torch.no_grad():
+        padded = model(F.pad(x, (0, -47 % m, 0, -33 % m)))["out"][..., :33, :47]
+        assert torch.allclose(model(x)["out"], padded, atol=1e-5)
+
+
 def _zeroed_channel_fraction(model, x):
     """Fraction of (sample, channel) maps that are entirely zero at the final classifier conv's input."""
     seen = {}

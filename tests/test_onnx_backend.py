@@ -13,7 +13,7 @@ import torch
 
 from engine import checkpoints, onnx_backend
 from engine.data.transforms import to_tensor
-from engine.inference import forward_logits
+from engine.runtime import forward_logits
 from engine.onnx_backend import OnnxForward, OnnxUnavailable, ensure_onnx, export_onnx, onnx_path_for
 
 

@@ -40,11 +40,11 @@ def test_every_variant_trains_evaluates_profiles_and_is_recorded(variant, synth_
 
     out = evaluate_checkpoint(variant=variant, data_root=synth_root, device="cpu", store=store,
                               weights_dir=weights, progress=False)
-    assert 0 <= out["mIoU"] <= 1 and set(out["per_class_iou"]) == set(classes.CLASS_NAMES)
+    assert 0 <= out["miou"] <= 1 and set(out["per_class_iou"]) == set(classes.CLASS_NAMES)
     assert out["params"] > 1e6 and out["gflops"] > 0 and out["latency_ms"] > 0
     assert out["size_mb"] == pytest.approx(res.best_checkpoint.stat().st_size / 1e6)
     [row] = store.leaderboard()
-    assert row["miou"] == pytest.approx(out["mIoU"]) and row["gflops"] == pytest.approx(out["gflops"])
+    assert row["miou"] == pytest.approx(out["miou"]) and row["gflops"] == pytest.approx(out["gflops"])
     assert row["latency_device"] and row["params"] == out["params"]
 
 
@@ -75,13 +75,13 @@ def test_metrics_equal_the_official_evaluator(trained, synth_root, tmp_path):
     for name, iou in ours["per_class_iou"].items():
         theirs = official["classScores"][name]
         assert (np.isnan(theirs) if iou is None else abs(iou - theirs) < 1e-6), name
-    assert abs(ours["mIoU"] - official["averageScoreClasses"]) < 1e-6
+    assert abs(ours["miou"] - official["averageScoreClasses"]) < 1e-6
 
 
 def test_trained_model_beats_the_most_frequent_class(trained, synth_root):
     out = evaluate_checkpoint(variant=trained.variant, data_root=synth_root, device="cpu",
                               weights_dir=trained.weights, progress=False)
-    assert out["mIoU"] > most_frequent_class_miou(synth_root, "val")
+    assert out["miou"] > most_frequent_class_miou(synth_root, "val")
 
 
 @pytest.mark.parametrize("workers", [0, 2])  # 2: persistent, prefetching workers (augmentation seeded per sample)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from engine.classes import CLASS_NAMES
-from engine.store import SCHEMA_VERSION, Store, StoreVersionError, open_store
+from engine.metrics import Metrics
+from engine.profiling import Profile
+from engine.store import SCHEMA_VERSION, Store, StoreUrlError, StoreVersionError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,12 +65,13 @@ def _ious(value=0.5, **over):
     return d
 
 
-def _evaluate(store, run_id, miou, variant="deeplabv3plus_r50", per_class_iou=None, **over):
+def _evaluate(store, run_id, miou, variant="deeplabv3plus_r50", per_class_iou=None, profile=True, **over):
+    metrics = Metrics(miou=miou, pixel_accuracy=0.9, mean_loss=0.4, per_class_iou=per_class_iou or _ious(miou),
+                      num_images=5)
+    cost = Profile(params=1000, size_mb=4.0, gflops=12.5, latency_ms=33.0, device="cpu", threads=4, precision="fp32",
+                   resolution="512x256")
     kw = dict(run_id=run_id, variant=variant, checkpoint=f"/w/{variant}.pt", checkpoint_sha256="ab" * 32,
-              dataset="synthetic", split="val", num_images=5, eval_size="512x256", miou=miou,
-              pixel_accuracy=0.9, mean_loss=0.4, per_class_iou=per_class_iou or _ious(miou), params=1000,
-              size_mb=4.0, gflops=12.5, latency_ms=33.0, latency_device="cpu", latency_threads=4,
-              latency_precision="fp32", latency_resolution="512x256", peak_memory_mb=None)
+              dataset="synthetic", split="val", eval_size="512x256", metrics=metrics, profile=cost if profile else None)
     kw.update(over)
     return store.record_evaluation(**kw)
 
@@ -113,6 +116,7 @@ def test_full_round_trip(store):
     (row,) = store.leaderboard()
     assert row["run_id"] == rid and row["miou"] == pytest.approx(0.42) and row["status"] == "completed"
     assert (row["lr"], row["optimizer"], row["epochs"]) == (6e-4, "adamw", 3)
+    assert row["weight_decay"] is None and row["train_size"] is None  # parts this run's recipe lacks
     assert row["params"] == 1000 and row["gflops"] == 12.5 and row["latency_ms"] == 33.0
     assert row["train_seconds"] == 7.5 and row["hyperparameters"] == HP
     assert [r["id"] for r in store.runs()] == [rid]
@@ -124,6 +128,31 @@ def test_full_round_trip(store):
     assert all(r["run_id"] == rid and r["variant"] == "deeplabv3plus_r50" for r in table)
     # No NaN anywhere in the database (NULL instead).
     assert _sql(store.url, "SELECT COUNT(*) FROM class_ious WHERE iou IS NULL") == [(2,)]
+
+
+def test_recipe_columns_are_read_from_a_recipe_as_stored():
+    from engine.config import load_recipe
+    from engine.store import recipe_columns
+
+    cols = recipe_columns(load_recipe("hrnetv2_w48_adamw_dropout", "quick").to_dict())
+    assert cols == {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.0, "epochs": 40, "dropout": 0.3,
+                    "batch_size": 4, "train_size": "64x32",
+                    "description": "HRNetV2-W48, AdamW 1e-4, StepLR(5, 0.5), Dropout 0.3."}
+    assert recipe_columns({})["lr"] is None and recipe_columns({"schedule": "odd"})["optimizer"] is None
+
+
+def test_an_evaluation_without_a_profile_leaves_the_cost_columns_empty(store):
+    rid = _start(store)
+    _evaluate(store, rid, 0.5, profile=False)
+    (ev,) = store.evaluations(rid)
+    assert ev["miou"] == 0.5 and ev["num_images"] == 5
+    assert ev["params"] is None and ev["latency_ms"] is None and ev["latency_device"] is None
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "oracle://u@h/db"])
+def test_a_store_on_another_database_is_refused_in_one_line(url):
+    with pytest.raises(StoreUrlError, match="SQLite or PostgreSQL"):
+        Store(url)
 
 
 def test_failed_run_in_leaderboard(store):
@@ -288,7 +317,7 @@ def test_log_epoch_is_upsert(store):
 
 def test_results_db_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("RESULTS_DB", _url(tmp_path, "from_env.db"))
-    s = open_store()
+    s = Store()
     assert s.url == _url(tmp_path, "from_env.db")
     _start(s)
     s.close()

@@ -6,6 +6,8 @@ import pytest
 
 from engine.classes import CLASS_NAMES
 from engine.cli import main
+from engine.metrics import Metrics
+from engine.profiling import Profile
 from engine.store import Store, StoreCopyError, copy_store
 
 HP = {"schedule": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.01}}, "crop": [64, 32]}
@@ -33,10 +35,10 @@ def _source(tmp_path) -> str:
         ious = {name: i / 100 for i, name in enumerate(CLASS_NAMES)} | {"train": float("nan")}
         for rid, miou in ((a, 0.31), (a, 0.33), (None, 0.5)):
             s.record_evaluation(run_id=rid, variant="a", checkpoint="/w/a/best.pt", checkpoint_sha256="ab" * 32,
-                                dataset="synthetic", split="val", num_images=2, eval_size="64x32", miou=miou,
-                                pixel_accuracy=0.9, mean_loss=0.4, per_class_iou=ious, params=123456, size_mb=1.5,
-                                gflops=0.25, latency_ms=3.5, latency_device="cpu", latency_threads=2,
-                                latency_precision="fp32", latency_resolution="64x32", peak_memory_mb=None)
+                                dataset="synthetic", split="val", eval_size="64x32",
+                                metrics=Metrics(miou, 0.9, ious, mean_loss=0.4, num_images=2),
+                                profile=Profile(params=123456, size_mb=1.5, gflops=0.25, latency_ms=3.5, device="cpu",
+                                                threads=2, precision="fp32", resolution="64x32"))
         s.record_benchmark(kind="video", variant="a", size="64x32", device="cpu", threads=2, precision="fp32",
                            backend="eager", torch_version="2.4", metrics={"fps": 12.5, "frames": [1, 2]})
         s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="b" * 32, run_id=b)
@@ -68,10 +70,10 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
         bid = s.record_benchmark(kind="video", variant="new", size="64x32", device="cpu", threads=1,
                                  precision="fp32", backend="eager", torch_version="2.4", metrics={})
         eid = s.record_evaluation(run_id=rid, variant="new", checkpoint="/w/n.pt", checkpoint_sha256=None,
-                                  dataset="synthetic", split="val", num_images=1, eval_size="64x32", miou=0.1,
-                                  pixel_accuracy=0.5, mean_loss=1.0, per_class_iou={"road": 0.5}, params=1,
-                                  size_mb=1.0, gflops=1.0, latency_ms=1.0, latency_device="cpu",
-                                  latency_threads=1, latency_precision="fp32", latency_resolution="64x32")
+                                  dataset="synthetic", split="val", eval_size="64x32",
+                                  metrics=Metrics(0.1, 0.5, {"road": 0.5}, mean_loss=1.0, num_images=1),
+                                  profile=Profile(params=1, size_mb=1.0, gflops=1.0, latency_ms=1.0, device="cpu",
+                                                  threads=1, precision="fp32", resolution="64x32"))
         s.record_checkpoint(tmp_path / "w" / "last.pt", "ef" * 32, kind="last", run_id=rid)
         assert (rid, bid, eid) == (4, 2, 4)
         assert [e["id"] for e in s.epochs(rid)] == [4]

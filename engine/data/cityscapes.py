@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from engine import classes, images, settings
+from engine.errors import UserError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
@@ -31,7 +32,7 @@ _VALID_TRAIN_ID[: classes.NUM_CLASSES] = True
 _VALID_TRAIN_ID[classes.IGNORE_INDEX] = True
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset on disk is not usable; the message names the offending file or folder."""
 
 

@@ -3,6 +3,8 @@
 Every model maps (N, 3, H, W) with any H, W to ``{"out": (N, num_classes, H, W)}`` logits, plus ``"aux"``
 (same shape) when built with ``aux_loss=True``; ``model.classifier`` is an ``nn.Sequential`` whose last
 layer is the 1x1 classifier conv, preceded by ``nn.Dropout2d(dropout)`` when ``dropout > 0``.
+``model.pad_multiple`` is the input multiple the architecture needs (1 = any size as is): the model
+zero-pads its input to it and crops the logits back, and the ONNX export reads it.
 """
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ def _deeplabv3(builder, weights, num_classes, dropout, pretrained_backbone, aux_
                     num_classes=num_classes, aux_loss=aux_loss)
     if dropout > 0:  # DeepLabHead = [ASPP, conv3x3, BN, ReLU, conv1x1]: dropout right before the last conv
         model.classifier.insert(len(model.classifier) - 1, nn.Dropout2d(dropout))
-    # torchvision's DeepLabV3 already returns {"out": ..., "aux": ...} at the input size, for any H, W.
+    # torchvision's DeepLabV3 already returns {"out": ..., "aux": ...} at the input size, for any H, W
+    # (strided convs and a final bilinear resize): no padding needed.
+    model.pad_multiple = 1
     return model
 
 

@@ -22,8 +22,11 @@ def _head(in_ch: int, mid_ch: int, num_classes: int, dropout: float = 0.0) -> nn
 class HRNetV2(nn.Module):
     """Upsample all four branches to stride 4, concat (720 ch), 1x1 Conv-BN-ReLU, [Dropout2d], 1x1 classifier.
 
-    Inputs of any size are zero-padded to a multiple of 32 (HRNet's fuse layers need it) and cropped back.
+    Inputs of any size are zero-padded to a multiple of `pad_multiple` (32, the stride of the lowest
+    branch: HRNet's fuse layers add upsampled branches to each other, so every branch must divide
+    evenly) and cropped back.
     """
+    pad_multiple = BRANCH_STRIDES[-1]
 
     def __init__(self, num_classes: int = 19, dropout: float = 0.0, pretrained_backbone: bool = False,
                  aux_loss: bool = False):
@@ -41,7 +44,7 @@ class HRNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
-        ph, pw = -h % 32, -w % 32
+        ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
         xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
         feats = self.backbone(xp)
         size = feats[0].shape[-2:]

@@ -2,7 +2,8 @@
 
 Order of checks for ``pretrained_backbone=True``:
 1. the weights file is already in the local cache -> load it (no network at all);
-2. an offline variable is set (SEGBENCH_OFFLINE, HF_HUB_OFFLINE, TORCH_HUB_OFFLINE) -> raise at once;
+2. an offline variable is set (`engine.settings.offline()`: SEGBENCH_OFFLINE, HF_HUB_OFFLINE,
+   TORCH_HUB_OFFLINE) -> raise at once;
 3. the weights host does not answer a 3 s TCP probe on port 443 -> raise at once;
 4. otherwise download with torchvision's / timm's own mechanisms.
 
@@ -18,24 +19,22 @@ from urllib.parse import urlparse
 
 import torch
 
-OFFLINE_VARS = ("SEGBENCH_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE")
+from engine import settings
+from engine.errors import UserError
+
 PROBE_TIMEOUT_S = 3.0
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(UserError, RuntimeError):
     """ImageNet weights are neither cached locally nor downloadable right now."""
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in OFFLINE_VARS)
 
 
 def _fail_or_probe(what: str, url: str, cache_path: Path | str) -> None:
     """Raise PretrainedWeightsUnavailable unless the weights host is reachable."""
     hint = (f"Put the file at {cache_path} (the local cache), or set `pretrained_backbone: false` "
             f"in the recipe to train from scratch.")
-    flags = [v for v in OFFLINE_VARS if os.environ.get(v)]
-    if offline():
+    flags = [v for v in settings.OFFLINE_VARS if os.environ.get(v)]
+    if settings.offline():
         raise PretrainedWeightsUnavailable(
             f"{what} is not cached and downloads are disabled ({', '.join(flags)} set). {hint}")
     parsed = urlparse(url)

@@ -1,6 +1,7 @@
 """UNet (Ronneberger et al. 2015): 4 down / 4 up, double 3x3 Conv-BN-ReLU blocks, base 64 channels,
 transposed-conv upsampling, skip connections by concatenation. No auxiliary head: aux_loss=True raises
-ValueError. Inputs of any size are zero-padded to a multiple of 16 and the logits cropped back."""
+ValueError. Inputs of any size are zero-padded to a multiple of `pad_multiple` (16: four 2x poolings)
+and the logits cropped back."""
 from __future__ import annotations
 
 import torch
@@ -28,6 +29,8 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
+    pad_multiple = 16   # four 2x max-poolings: the input must divide by 2**4
+
     def __init__(self, num_classes: int = 19, base: int = 64, dropout: float = 0.0):
         super().__init__()
         chs = [base * 2 ** i for i in range(5)]  # 64, 128, 256, 512, 1024
@@ -40,7 +43,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
-        ph, pw = -h % 16, -w % 16
+        ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
         x = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
         skips = [self.inc(x)]
         for down in self.downs:
