@@ -1,8 +1,9 @@
 """Turning uploaded files into RGB arrays, with a clear message for anything we cannot use.
 
-Images: whatever `engine.images` decodes (PNG, JPEG, WebP, BMP, still GIF, 8 or 16 bits, any
-size and aspect ratio up to SEGBENCH_MAX_PIXELS; EXIF orientation applied, alpha and palette
-converted to RGB). Zips are unpacked in memory (images inside only; limits guard
+Images: whatever `engine.images` decodes (its `FORMAT_NAMES`: PNG, JPEG, WebP, BMP, still GIF,
+single-page or pyramidal TIFF, PNM, JPEG 2000; 1, 8 or 16 bits, any size and aspect ratio up to
+SEGBENCH_MAX_PIXELS; EXIF orientation applied, alpha and palette converted to RGB); the upload
+types are its `SUFFIXES`. Zips are unpacked in memory (images inside only; limits guard
 against zip bombs). Videos are handed to `engine.video` through a temporary file.
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -17,9 +18,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, TiffImagePlugin, features
 
-from engine import video
+from engine import images, video
 from engine.data.synthetic import render_scene
 from engine.images import ImageError, decode_image, read_image
 
@@ -154,10 +155,173 @@ def test_the_pixel_limit_is_a_setting(monkeypatch):
         decode_image(data, "x.png")
 
 
+# TIFF (cameras, scanners, GIS exports), PNM and JPEG 2000: the same picture as the PNG, or one line.
+def _tiff_pages(pages: list[tuple[Image.Image, int]], **kw) -> bytes:
+    """A TIFF with one page (IFD) per (image, NewSubfileType): 0 a picture, 1 a reduced-resolution copy."""
+    buf = io.BytesIO()
+    with TiffImagePlugin.AppendingTiffWriter(buf, new=True) as tf:
+        for img, subfile_type in pages:
+            img.save(tf, "TIFF", tiffinfo={254: subfile_type}, **kw)
+            tf.newFrame()
+    return buf.getvalue()
+
+
+def _tiff_flavours() -> dict[str, tuple[bytes, np.ndarray, float]]:
+    """name -> (file, the RGB the decoder must give, the mean difference allowed)."""
+    import cv2
+
+    rgb = _scene()
+    img = Image.fromarray(rgb)
+    gray = np.array(img.convert("L"))
+    bw = np.array(img.convert("1"), np.uint8) * 255
+    rgba = np.dstack([rgb, np.full((48, 96), 128, np.uint8)])
+    on_white = np.rint((rgb.astype(np.float32) * 128 + 255 * 127) / 255)  # alpha 128 composited on white
+    deep = cv2.imencode(".tiff", (rgb.astype(np.uint16) * 257)[:, :, ::-1])[1].tobytes()  # 16-bit RGB, LZW
+    return {
+        "rgb.tiff": (_encode(img, "TIFF"), rgb, 0),
+        "lzw.tif": (_encode(img, "TIFF", compression="tiff_lzw"), rgb, 0),
+        "deflate.tif": (_encode(img, "TIFF", compression="tiff_adobe_deflate"), rgb, 0),
+        "packbits.tif": (_encode(img, "TIFF", compression="packbits"), rgb, 0),
+        "jpeg.tif": (_encode(img, "TIFF", compression="jpeg", quality=95), rgb, 6),
+        "gray.tif": (_encode(img.convert("L"), "TIFF"), np.repeat(gray[:, :, None], 3, 2), 0),
+        "bw.tif": (_encode(img.convert("1"), "TIFF", compression="group4"), np.repeat(bw[:, :, None], 3, 2), 0),
+        "palette.tif": (_encode(img.convert("P"), "TIFF"), np.array(img.convert("P").convert("RGB")), 0),
+        "cmyk.tif": (_encode(img.convert("CMYK"), "TIFF", compression="tiff_lzw"), rgb, 1),
+        "rgba.tif": (_encode(Image.fromarray(rgba), "TIFF"), on_white, 0.5),
+        "rgb16.tif": (deep, rgb, 0),
+        "photo.ppm": (_encode(img, "PPM"), rgb, 0),
+        "gray.pgm": (_encode(img.convert("L"), "PPM"), np.repeat(gray[:, :, None], 3, 2), 0),
+        "bw.pbm": (_encode(img.convert("1"), "PPM"), np.repeat(bw[:, :, None], 3, 2), 0),
+        **({"ortho.jp2": (_encode(img, "JPEG2000", irreversible=False), rgb, 0),
+            "ortho.j2k": (_encode(img, "JPEG2000", no_jp2=True, quality_mode="dB", quality_layers=[40]), rgb, 3)}
+           if features.check_codec("jpg_2000") else {}),
+    }
+
+
+@pytest.mark.parametrize("name", list(_tiff_flavours()))
+def test_tiff_pnm_and_jpeg2000_give_the_picture(name):
+    data, expected, tolerance = _tiff_flavours()[name]
+    out = decode_image(data, name)
+    assert out.shape == (48, 96, 3) and out.dtype == np.uint8 and out.flags.writeable
+    assert np.abs(out.astype(float) - expected).mean() <= tolerance, name
+
+
+def test_the_suffix_list_is_the_decoders_everywhere():
+    from dashboard import media
+    from engine.segment import IMAGE_SUFFIXES
+
+    assert {".tif", ".tiff", ".ppm", ".pgm", ".pbm"} <= set(images.SUFFIXES)
+    assert IMAGE_SUFFIXES is images.SUFFIXES and media.IMAGE_TYPES == [s[1:] for s in images.SUFFIXES]
+    assert media.kind_of("SCAN.TIFF") == "image" and media.kind_of("frame.ppm") == "image"
+    assert set(images.FORMATS.values()) == set(images.FORMAT_NAMES.split(", "))
+    with pytest.raises(ImageError, match="the content is not PNG, JPEG, .*TIFF, PNM"):
+        decode_image(b"shopping list\n" * 20, "notes.tif")
+    with pytest.raises(ImageError, match=f"icon.ico: a ICO file; use {re.escape(images.FORMAT_NAMES)}$"):
+        decode_image(_encode(Image.fromarray(_scene()), "ICO"), "icon.ico")
+
+
+def test_16_bit_tiff_and_pgm_are_scaled_to_8_bits_not_clipped():
+    ramp = np.linspace(0, 65535, 256).astype(np.uint16)[None].repeat(4, 0)
+    for fmt in ("TIFF", "PPM"):
+        data = _encode(Image.fromarray(ramp), fmt)
+        out = decode_image(data, f"deep.{fmt.lower()}")[0, :, 0].astype(int)
+        assert out[0] == 0 and out[-1] == 255 and np.all(np.diff(out) >= 0) and len(set(out)) > 200, fmt
+    dark = _encode(Image.fromarray(np.full((4, 4), 200, np.uint16)), "PPM")  # 16-bit, all values small: dark
+    assert (decode_image(dark, "dark.pgm") == 1).all()
+
+
+def test_transparent_tiff_is_composited_on_white():
+    transparent = np.zeros((8, 8, 4), np.uint8)
+    assert (decode_image(_encode(Image.fromarray(transparent), "TIFF"), "t.tif") == 255).all()
+
+
+def test_a_multi_page_tiff_is_refused_in_one_line():
+    pages = [(Image.fromarray(_scene(seed=k)), 0) for k in range(3)]
+    for kw in ({}, {"compression": "tiff_lzw"}):
+        with pytest.raises(ImageError) as err:
+            decode_image(_tiff_pages(pages, **kw), "scan.tif")
+        assert str(err.value) == "scan.tif: a multi-page TIFF (3 pages); give one page"
+
+
+def test_a_pyramidal_tiff_is_one_picture_its_full_resolution_page():
+    rgb = _scene()
+    page1 = Image.fromarray(rgb)
+    levels = [(page1, 0), (page1.resize((48, 24)), 1), (page1.resize((24, 12)), 1)]
+    for kw in ({}, {"compression": "tiff_lzw"}):
+        assert np.array_equal(decode_image(_tiff_pages(levels, **kw), "ortho.tif"), rgb)
+    # a reduced-resolution page first (a thumbnail): the full-resolution page is the picture
+    assert np.array_equal(decode_image(_tiff_pages(levels[::-1]), "thumb_first.tif"), rgb)
+    # two full-resolution pages, each with its reduced copy: still a document
+    with pytest.raises(ImageError, match="a multi-page TIFF \\(2 pages\\)"):
+        decode_image(_tiff_pages(levels[:2] * 2), "two.tif")
+
+
+def test_a_tiff_over_the_pixel_limit_is_refused_from_its_header(monkeypatch):
+    page1 = Image.fromarray(_scene())  # 96x48 = 4608 pixels
+    for data in (_encode(page1, "TIFF"), _tiff_pages([(page1, 0), (page1.resize((48, 24)), 1)])):
+        with Image.open(io.BytesIO(data)) as img:
+            header_only = data[: img.tile[0].offset]  # page 1's header, not one pixel of it
+        with pytest.raises(ImageError, match="bomb.tif: unreadable or corrupt image"):  # decoding it would fail
+            decode_image(header_only, "bomb.tif")
+        monkeypatch.setenv("SEGBENCH_MAX_PIXELS", "4000")  # ... so this error proves nothing was decoded
+        with pytest.raises(ImageError) as err:
+            decode_image(header_only, "bomb.tif")
+        assert str(err.value) == ("bomb.tif: 96x48 is 0.0 million pixels, over the limit of 0.004 million "
+                                  "(SEGBENCH_MAX_PIXELS)")
+        monkeypatch.delenv("SEGBENCH_MAX_PIXELS")
+
+
+@pytest.mark.parametrize("kw", [{}, {"compression": "tiff_lzw"}], ids=["raw", "lzw"])
+def test_a_truncated_tiff_is_one_line(kw):
+    data = _encode(Image.fromarray(_scene()), "TIFF", **kw)
+    for cut in (len(data) // 2, len(data) - 10, 12):
+        with pytest.raises(ImageError) as err:
+            decode_image(data[:cut], "cut.tif")
+        msg = str(err.value)
+        assert msg.startswith("cut.tif: ") and "\n" not in msg
+        assert "truncated" in msg or "a TIFF this decoder cannot read" in msg, msg
+
+
+def test_tiffs_pillow_cannot_decode_or_that_would_be_wrong_are_one_line():
+    import cv2
+
+    rgb = _scene()
+    float_rgb = cv2.imencode(".tiff", rgb[:, :, ::-1].astype(np.float32) / 255)[1].tobytes()
+    cases = {
+        "hdr.tif": (float_rgb, "a TIFF this decoder cannot read (a pixel layout such as floating-point colour"),
+        "depth.tif": (_encode(Image.fromarray(rgb[:, :, 0].astype(np.float32)), "TIFF"), "floating-point pixels"),
+        "counts.tif": (_encode(Image.fromarray(rgb[:, :, 0].astype(np.int32) * 70000), "TIFF"),
+                       "32-bit or signed integer pixels"),
+    }
+    for name, (data, expected) in cases.items():
+        with pytest.raises(ImageError) as err:
+            decode_image(data, name)
+        msg = str(err.value)
+        assert msg.startswith(f"{name}: ") and expected in msg and "\n" not in msg, msg
+
+
+def test_segment_gives_a_tiff_the_labels_of_the_same_png(ckpt, tmp_path):
+    from engine.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    img = Image.fromarray(_scene(seed=3))
+    img.save(src / "street.png")
+    img.save(src / "street.tiff", compression="tiff_lzw")
+    out = tmp_path / "out"
+    assert main(["segment", "--checkpoint", str(ckpt), "--device", "cpu", "--precision", "fp32", "--input", str(src),
+                 "--output", str(out), "--quiet"]) == 0
+    png = np.array(Image.open(out / "street.png_trainIds.png"))
+    tiff = np.array(Image.open(out / "street.tiff_trainIds.png"))
+    assert png.shape == (48, 96) and np.array_equal(png, tiff)
+
+
 def _valid_images() -> list[bytes]:
     rgb = _scene(64, 32)
-    return [_encode(Image.fromarray(rgb), "PNG"), _encode(Image.fromarray(rgb), "JPEG"),
-            _encode(Image.fromarray(rgb), "WEBP"), _encode(Image.fromarray(rgb), "BMP"), _phone_jpeg(rgb)]
+    img = Image.fromarray(rgb)
+    return [_encode(img, "PNG"), _encode(img, "JPEG"), _encode(img, "WEBP"), _encode(img, "BMP"), _phone_jpeg(rgb),
+            _encode(img, "TIFF"), _tiff_pages([(img, 0), (img.resize((32, 16)), 1)], compression="tiff_lzw"),
+            _encode(img, "PPM")] + ([_encode(img, "JPEG2000")] if features.check_codec("jpg_2000") else [])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

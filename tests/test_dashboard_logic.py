@@ -108,7 +108,7 @@ def _png(arr, fmt="PNG", mode=None):
 
 def test_decode_image_any_format_and_clear_errors():
     rgb = np.random.default_rng(0).integers(0, 256, (37, 91, 3), dtype=np.uint8)
-    for fmt in ("PNG", "BMP", "WEBP"):
+    for fmt in ("PNG", "BMP", "WEBP", "TIFF"):
         out = media.decode_image(f"x.{fmt.lower()}", _png(rgb, fmt) if fmt != "WEBP" else _webp_lossless(rgb))
         assert out.shape == (37, 91, 3) and out.dtype == np.uint8 and np.array_equal(out, rgb)
     assert media.decode_image("x.jpg", _png(rgb, "JPEG")).shape == (37, 91, 3)
@@ -118,8 +118,9 @@ def test_decode_image_any_format_and_clear_errors():
         media.decode_image("broken.png", b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(media.UploadError, match="empty"):
         media.decode_image("e.png", b"")
-    with pytest.raises(media.UploadError, match="unsupported file type .tiff"):
-        media.kind_of("a.tiff")
+    with pytest.raises(media.UploadError, match="unsupported file type .heic"):
+        media.kind_of("a.heic")
+    assert media.kind_of("scan.TIF") == "image" and "tiff" in media.IMAGE_TYPES
     assert media.kind_of("still.gif") == "image"
     assert media.kind_of("A.JPEG") == "image" and media.kind_of("v.MOV") == "video" and media.kind_of("z.zip") == "zip"
 
@@ -138,11 +139,11 @@ def test_expand_unpacks_zips_and_reports_what_it_skips():
         z.writestr("scenes/a.jpg", _png(np.zeros((4, 4, 3), np.uint8), "JPEG"))
         z.writestr("notes.txt", "hello")
         z.writestr("__MACOSX/._b.png", "junk")
-    ups = [media.Upload("one.png", png), media.Upload("bundle.zip", buf.getvalue()), media.Upload("x.tiff", b"II*"),
+    ups = [media.Upload("one.png", png), media.Upload("bundle.zip", buf.getvalue()), media.Upload("x.heic", b"ftyp"),
            media.Upload("bad.zip", b"not a zip"), media.Upload("clip.mp4", b"...")]
     images, problems = media.expand(ups)
     assert [u.name for u in images] == ["one.png", "bundle.zip/scenes/a.jpg", "bundle.zip/scenes/b.png"]
-    assert len(problems) == 4 and any("notes.txt" in p for p in problems) and any("x.tiff" in p for p in problems)
+    assert len(problems) == 4 and any("notes.txt" in p for p in problems) and any("x.heic" in p for p in problems)
     assert any("bad.zip: not a readable zip" in p for p in problems) and any("Compare page" in p for p in problems)
 
 

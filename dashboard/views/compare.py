@@ -8,12 +8,12 @@ import streamlit as st
 
 from dashboard import loaders, media, widgets
 from dashboard.video_compare import process_video, reencode, render_pair
-from engine import render, video
+from engine import images, render, video
 from engine.coverage import class_pixels
 from engine.data.synthetic import render_scene
 
 st.title("Compare two models")
-st.caption("Upload a street image (PNG, JPEG, WebP, BMP, GIF; any size up to the pixel limit) or a video "
+st.caption(f"Upload a street image ({images.FORMAT_NAMES}; any size up to the pixel limit) or a video "
            "(MP4, AVI, MOV). Changing the view, opacity or classes re-draws from the kept predictions: models run "
            "once per upload.")
 

@@ -5,6 +5,7 @@ import streamlit as st
 
 from dashboard import charts, media, widgets
 from engine import coverage
+from engine.images import FORMAT_NAMES
 from engine.data.synthetic import render_scene
 
 st.title("Class coverage")
@@ -21,7 +22,7 @@ if not uploads and st.toggle("Use 4 sample street scenes", key="coverage_sample"
     uploads = [media.Upload(f"sample_{k}.png", media.encode_png(render_scene(np.random.default_rng(100 + k), 512, 256)[0]))
                for k in range(4)]
 if not uploads:
-    st.info("Upload one or more images (PNG, JPEG, WebP, BMP, GIF) or a zip of them, or switch on the sample scenes.")
+    st.info(f"Upload one or more images ({FORMAT_NAMES}) or a zip of them, or switch on the sample scenes.")
     st.stop()
 
 images, problems = media.expand(uploads)
