@@ -1,8 +1,15 @@
 """Recipes: one YAML file per variant in training/, mapped onto plain dataclasses.
 
 A recipe has three parts, as in mmsegmentation: `model`, `data` and `schedule`; `profiles`
-holds overrides (e.g. `quick`, the small settings the demo uses) deep-merged over the base.
-The base recipe is the `full` profile.
+holds overrides (e.g. `quick`, the small settings the demo uses) deep-merged over the recipe,
+which itself is the `full` profile.
+
+What the variants share lives in a base file (training/_base.yaml), named by `base:` (a path
+relative to the file naming it; a base may name its own base). The chain is deep-merged from the
+farthest base to the variant file, as mmsegmentation's `_base_` but without a registry: the nearer
+file's values win, mappings merge key by key, lists and scalars replace; `profiles` merge the same
+way, and the chosen profile is applied last. Files whose name starts with `_` are bases, not
+variants; a base sets no `name` (a variant's name defaults to its file name).
 """
 from __future__ import annotations
 
@@ -194,23 +201,66 @@ def recipe_path(name_or_path: str | Path) -> Path:
     return p
 
 
-def load_recipe(name_or_path: str | Path, profile: str = "full") -> Recipe:
-    path = recipe_path(name_or_path)
+def _read(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def _resolve(path: Path, chain: tuple[Path, ...] = (), bases: list[Path] | None = None) -> dict:
+    """The file's mapping merged over its chain of `base:` files (the farthest first), `base` removed.
+    The base files read are appended to `bases`, nearest first."""
+    raw = _read(path)
+    if chain and "name" in raw:
+        raise RecipeError(f"{path}: a base must not set name (it is named by base: in {chain[-1]}); "
+                          "each variant's name is its file name")
+    if "base" not in raw:
+        return raw
+    ref = raw.pop("base")
+    if not isinstance(ref, str) or not ref.strip():
+        raise RecipeError(f"{path}: base must be a file name relative to this file (e.g. _base.yaml), got {ref!r}")
+    target = path.parent / ref
+    if not target.is_file():
+        raise RecipeError(f"{path}: base: {ref!r} does not exist (looked for {target})")
+    seen = chain + (path,)
+    if any(target.resolve() == p.resolve() for p in seen):
+        raise RecipeError(f"{path}: base: {ref!r} makes a cycle: {' -> '.join(str(p) for p in seen + (target,))}")
+    if bases is not None:
+        bases.append(target)
+    try:
+        base = _resolve(target, seen, bases)
+    except RecipeError as e:
+        if chain:  # already said by the nearer file's frame
+            raise
+        raise RecipeError(f"{path}: in base: {ref!r}: {e}") from None
+    return _merge(base, raw)
+
+
+def load_recipe(name_or_path: str | Path, profile: str = "full") -> Recipe:
+    path = recipe_path(name_or_path)
+    if path.name.startswith("_"):
+        raise RecipeError(f"{path}: {path.stem!r} is a base (settings the variants share), not a variant; "
+                          f"known variants: {', '.join(list_variants())}")
+    bases: list[Path] = []
+    raw = _resolve(path, bases=bases)
     profiles = raw.pop("profiles", None) or {}
     if profile != "full":
         if profile not in profiles:
             raise RecipeError(f"{path}: no profile {profile!r} (profiles: full, {', '.join(profiles)})")
         raw = _merge(raw, profiles[profile])
     raw.setdefault("name", path.stem)
-    recipe = _build(Recipe, {**raw, "profile": profile}, str(path))
-    return validate(recipe, str(path))
+    try:
+        return validate(_build(Recipe, {**raw, "profile": profile}, str(path)), str(path))
+    except RecipeError as e:
+        if not bases:
+            raise
+        raise RecipeError(f"{e} (read with its base: {', '.join(str(b) for b in bases)})") from None
 
 
 def list_variants() -> list[str]:
-    return sorted(p.stem for p in settings.TRAINING_DIR.glob("*.yaml"))
+    """The variants in training/: every .yaml file but the bases (names starting with `_`)."""
+    return sorted(p.stem for p in settings.TRAINING_DIR.glob("*.yaml") if not p.name.startswith("_"))

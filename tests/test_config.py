@@ -1,4 +1,8 @@
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 
 from engine import settings
 from engine.config import RecipeError, list_variants, load_recipe
@@ -95,3 +99,126 @@ def test_unknown_variant_and_profile(tmp_path, monkeypatch):
         load_recipe("nope")
     with pytest.raises(RecipeError, match="no profile 'huge'"):
         load_recipe("unet_ce_dice", "huge")
+
+
+# --- shared base (training/_base.yaml) -------------------------------------------------------------
+
+DATA = Path(__file__).parent / "data"
+SNAPSHOT = DATA / "recipes_resolved.json"  # {variant: {"full": Recipe.to_dict(), "quick": ...}}
+UPDATE_NOTE = (f"a recipe's resolved values changed. If you changed a recipe on purpose, update {SNAPSHOT} "
+               "deliberately (and say so in the change); if you only moved settings between files, "
+               "the move changed a value.")
+
+
+def _differences(expected, actual, where=""):
+    """Key paths where two nested dicts differ, e.g. ['schedule.optimizer.lr: 0.001 != 0.0001']."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = []
+        for k in sorted(set(expected) | set(actual)):
+            key = f"{where}.{k}" if where else k
+            if k not in actual:
+                out.append(f"{key}: missing (snapshot has {expected[k]!r})")
+            elif k not in expected:
+                out.append(f"{key}: {actual[k]!r} is not in the snapshot")
+            else:
+                out += _differences(expected[k], actual[k], key)
+        return out
+    return [] if expected == actual else [f"{where}: snapshot {expected!r}, now {actual!r}"]
+
+
+def test_the_snapshot_covers_exactly_the_variants():
+    assert sorted(json.loads(SNAPSHOT.read_text())) == list_variants(), UPDATE_NOTE
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+@pytest.mark.parametrize("profile", ["full", "quick"])
+def test_resolved_recipe_equals_the_snapshot(name, profile):
+    expected = json.loads(SNAPSHOT.read_text())[name][profile]
+    actual = json.loads(json.dumps(load_recipe(name, profile).to_dict()))  # tuples -> lists, as in the snapshot
+    diff = _differences(expected, actual)
+    assert not diff, f"{name} ({profile}): " + "; ".join(diff) + f"\n{UPDATE_NOTE}"
+
+
+def test_variants_command_prints_the_same_table(capsys):
+    from engine.cli import main
+
+    assert main(["variants"]) == 0
+    assert capsys.readouterr().out == (DATA / "variants.txt").read_text()
+
+
+def _same_as_base(variant, base, where=""):
+    out = []
+    for k, v in variant.items():
+        key = f"{where}.{k}" if where else k
+        if k not in base:
+            continue
+        if isinstance(v, dict) and isinstance(base[k], dict):
+            out += _same_as_base(v, base[k], key)
+        elif v == base[k]:
+            out.append(f"{key} = {v!r}")
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_variant_files_hold_only_their_differences(name):
+    base = yaml.safe_load((settings.TRAINING_DIR / "_base.yaml").read_text())
+    raw = yaml.safe_load((settings.TRAINING_DIR / f"{name}.yaml").read_text())
+    assert raw.pop("base") == "_base.yaml"
+    assert "name" not in base
+    repeated = _same_as_base(raw, base)
+    assert not repeated, f"{name}.yaml repeats what _base.yaml says (drop these lines): {', '.join(repeated)}"
+    assert raw.get("name", name) == name  # the name is the file's stem
+
+
+def _files(tmp_path, monkeypatch, **files):
+    monkeypatch.setattr(settings, "TRAINING_DIR", tmp_path)
+    for stem, text in files.items():
+        (tmp_path / f"{stem}.yaml").write_text(text)
+
+
+def test_a_base_can_have_a_base_and_the_nearer_file_wins(tmp_path, monkeypatch):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "_root.yaml").write_text(
+        "model: {arch: unet, dropout: 0.1}\ndata: {batch_size: 2, augment: {scale: [0.5, 1.5], hflip: true}}\n"
+        "schedule: {epochs: 5, optimizer: {name: sgd, lr: 0.5}}\nprofiles: {quick: {schedule: {epochs: 1, seed: 7}}}\n")
+    _files(tmp_path, monkeypatch,
+           _mid="base: shared/_root.yaml\ndata: {augment: {scale: [0.75, 1.25]}}\nschedule: {epochs: 6}\n"
+                "profiles: {quick: {schedule: {epochs: 2}}}\n",
+           mine="base: _mid.yaml\nmodel: {dropout: 0.2}\nschedule: {optimizer: {lr: 0.25}}\n")
+    assert list_variants() == ["mine"]
+    r = load_recipe("mine")
+    assert (r.name, r.model.arch, r.model.dropout) == ("mine", "unet", 0.2)
+    assert (r.data.batch_size, r.data.augment.scale, r.data.augment.hflip) == (2, [0.75, 1.25], True)
+    assert (r.schedule.epochs, r.schedule.optimizer.name, r.schedule.optimizer.lr) == (6, "sgd", 0.25)
+    q = load_recipe("mine", "quick")  # the profiles merge too: epochs from _mid, seed from _root
+    assert (q.schedule.epochs, q.schedule.seed, q.schedule.optimizer.lr, q.model.dropout) == (2, 7, 0.25, 0.2)
+
+
+def test_a_base_cycle_is_an_error_naming_the_files(tmp_path, monkeypatch):
+    _files(tmp_path, monkeypatch, _a="base: _b.yaml\n", _b="base: _a.yaml\n", mine="base: _a.yaml\nmodel: {arch: unet}\n")
+    with pytest.raises(RecipeError, match="cycle") as e:
+        load_recipe("mine")
+    assert all(f in str(e.value) for f in ("mine.yaml", "_a.yaml", "_b.yaml"))
+    _files(tmp_path, monkeypatch, mine="base: mine.yaml\nmodel: {arch: unet}\n")
+    with pytest.raises(RecipeError, match="cycle.*mine.yaml -> .*mine.yaml"):
+        load_recipe("mine")
+
+
+@pytest.mark.parametrize("files,needle", [
+    ({"mine": "base: _nope.yaml\nmodel: {arch: unet}\n"}, "_nope.yaml"),
+    ({"mine": "base: _b.yaml\nmodel: {arch: unet}\n", "_b": "- a list\n"}, "mapping"),
+    ({"mine": "base: [_b.yaml]\nmodel: {arch: unet}\n"}, "base must be a file name"),
+    ({"mine": "base: 3\nmodel: {arch: unet}\n"}, "base must be a file name"),
+    ({"mine": "base: _b.yaml\nmodel: {arch: unet}\n", "_b": "name: shared\n"}, "must not set name"),
+])
+def test_a_bad_base_gives_a_clear_error_naming_the_file_and_the_field(tmp_path, monkeypatch, files, needle):
+    _files(tmp_path, monkeypatch, **files)
+    with pytest.raises(RecipeError, match="mine.yaml") as e:
+        load_recipe("mine")
+    assert needle in str(e.value) and "base" in str(e.value)
+
+
+def test_a_base_is_not_a_variant():
+    assert "_base" not in list_variants()
+    with pytest.raises(RecipeError, match="is a base.*not a variant"):
+        load_recipe("_base")
