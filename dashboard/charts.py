@@ -30,7 +30,8 @@ def pareto_front(df: pd.DataFrame, x: str, y: str = "miou") -> pd.DataFrame:
 
 
 def tradeoff_figure(df: pd.DataFrame, x: str, *, log_x: bool = False) -> go.Figure:
-    """mIoU against an efficiency axis, one colour per architecture, the Pareto front as a step line.
+    """mIoU against an efficiency axis, one colour per architecture, the Pareto front as a step line
+    with a ring around each of its runs.
     Each point carries its run_id in customdata (clicking selects it)."""
     fig = px.scatter(df, x=x, y="miou", color="arch", color_discrete_map=ARCH_COLORS, log_x=log_x,
                      custom_data=["run_id"], hover_name="variant",
@@ -38,9 +39,11 @@ def tradeoff_figure(df: pd.DataFrame, x: str, *, log_x: bool = False) -> go.Figu
                      labels={x: EFFICIENCY_AXES[x], "miou": "mIoU (val)", "arch": "Architecture"})
     fig.update_traces(marker=dict(size=13, line=dict(width=1, color="white")))
     front = pareto_front(df, x)
-    if len(front) > 1:
-        fig.add_trace(go.Scatter(x=front[x], y=front["miou"], mode="lines", name="Pareto front",
-                                 line=dict(color="rgba(90,90,90,0.7)", dash="dash", shape="hv"), hoverinfo="skip"))
+    if len(front):  # a ring around each run on the front, so that a front of one run shows too
+        fig.add_trace(go.Scatter(x=front[x], y=front["miou"], mode="lines+markers", name="Pareto front",
+                                 line=dict(color="rgba(90,90,90,0.7)", dash="dash", shape="hv"),
+                                 marker=dict(symbol="circle-open", size=22, color="rgba(90,90,90,0.7)"),
+                                 customdata=front[["run_id"]], hoverinfo="skip"))  # a click on a ring picks its run
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="",
                       clickmode="event+select", yaxis_tickformat=".3f")
     fig.update_yaxes(rangemode="nonnegative")

@@ -75,6 +75,9 @@ def test_tradeoff_figure_carries_run_ids_and_the_front(frame):
     front = [t for t in fig.data if t.name == "Pareto front"][0]
     assert list(front.x) == [30.0, 40.0, 58.0] and fig.layout.xaxis.type == "log"
     assert fig.layout.xaxis.title.text == tables.EFFICIENCY_AXES["params_m"]
+    alone = charts.tradeoff_figure(done[done["run_id"].isin([1, 4])].assign(miou=[0.6, 0.3]), "params_m")
+    front = [t for t in alone.data if t.name == "Pareto front"][0]  # one run cheaper and better: a front of one
+    assert list(front.x) == [30.0] and front.marker.symbol == "circle-open" and int(front.customdata[0][0]) == 1
 
 
 def test_class_iou_matrix_heatmap_and_difference():
