@@ -103,8 +103,17 @@ def test_a_crash_resumes_exactly_from_the_last_iteration_checkpoint(synth_root, 
     _assert_same(out, straight)
 
 
+@pytest.fixture
+def interactive_sigint():
+    """SIGINT as a terminal gives it to Python (KeyboardInterrupt), however this test process was
+    started: a runner launched in the background of a shell inherits SIGINT ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("where", ["step", "validation"])
-def test_ctrl_c_saves_an_exact_checkpoint(synth_root, tmp_path, monkeypatch, straight, where):
+def test_ctrl_c_saves_an_exact_checkpoint(synth_root, tmp_path, monkeypatch, straight, where, interactive_sigint):
     """SIGINT inside step 6 (epoch 2, step 2) takes effect once that step is counted: last.pt holds
     iteration 6. SIGINT during epoch 1's validation acts at once: last.pt holds epoch 1's 4 steps, and
     the resume validates again without disturbing the RNG. Either way the run is marked interrupted
