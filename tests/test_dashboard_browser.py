@@ -158,15 +158,33 @@ def test_leaderboard_shows_the_evaluated_runs_and_the_failed_one(page, dashboard
     assert_healthy(page)
 
 
+def click_point(page: Page, chart, point, shift: bool = False) -> None:
+    """Click a plotly point as a user does: the mouse rests on it until plotly shows its hover label
+    (the chart is drawn and listening: a chart still being re-drawn under load ignores a click), then
+    clicks where it rests; plotly picks the point under the mouse on its drag layer."""
+    label = chart.locator(".hoverlayer .hovertext")
+    for _ in range(10):
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 40, y - 40)
+        page.mouse.move(x, y, steps=4)
+        try:
+            expect(label).to_be_visible(timeout=3000)
+            break
+        except AssertionError:
+            continue
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.click(x, y)
+    if shift:
+        page.keyboard.up("Shift")
+
+
 def test_tradeoffs_click_selects_a_model_for_compare(page, dashboard_data):
     open_page(page, "tradeoffs")
     chart = page.locator("[data-testid='stPlotlyChart']").first
-    point = chart.locator(".scatterlayer path.point").first
-    point.scroll_into_view_if_needed()
-    box = point.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)  # plotly picks the point under the mouse on its drag layer
-    page.mouse.click(x, y)
+    click_point(page, chart, chart.locator(".scatterlayer path.point").first)
     message = page.locator("[data-testid='stAlertContentSuccess']")
     rerun_after(page, message)
     expect(message).to_have_text(re.compile(
@@ -174,13 +192,7 @@ def test_tradeoffs_click_selects_a_model_for_compare(page, dashboard_data):
     expect(page.get_by_role("link", name=re.compile("Open Compare"))).to_be_visible()
     assert_healthy(page)
     # shift-click adds a second point: model B
-    other = chart.locator(".scatterlayer path.point").nth(1)
-    box = other.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.keyboard.down("Shift")
-    page.mouse.click(x, y)
-    page.keyboard.up("Shift")
+    click_point(page, chart, chart.locator(".scatterlayer path.point").nth(1), shift=True)
     expect(message).to_have_text(re.compile(r"model A = \w+, model B = \w+$"), timeout=TIMEOUT_MS)
     assert set(re.findall(r"= (\w+)", message.inner_text())) == set(dashboard_data.variants)
 
