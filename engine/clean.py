@@ -1,7 +1,9 @@
 """`python -m engine clean` (`make clean`): remove what the demo made, and nothing a user made.
 
 Removed:
-- the built-in synthetic scenes (`data/synthetic/`; any command that needs them writes them again);
+- the built-in synthetic scenes (`data/synthetic/` and the other layouts' `data/synthetic-<kind>/`;
+  any command that needs them writes them again) and the default corrupted-image cache
+  (`data/corruption-cache/`, refilled on demand);
 - each checkpoint the results store records as written by a run on the synthetic scenes, when the
   file still has the sha256 recorded then (a real training run that later wrote the same
   `weights/<variant>/best.pt` changed it: kept), with the ONNX export made from it, and its
@@ -31,8 +33,9 @@ class CleanPlan:
 def plan_clean(db: str | None = None, weights_dir=None) -> CleanPlan:
     """What `clean` removes and what it keeps (nothing is touched here)."""
     plan = CleanPlan()
-    if settings.SYNTHETIC_ROOT.exists():
-        plan.remove.append(settings.SYNTHETIC_ROOT)
+    for folder in [settings.synthetic_root(kind) for kind in settings.DATASET_VARS] + [settings.corruption_cache(default=True)]:
+        if folder.exists():
+            plan.remove.append(folder)
     url = settings.db_url(db)
     db_file = sqlite_path(url)
     records, runs = {}, []

@@ -50,30 +50,41 @@ def _common(p: argparse.ArgumentParser, data=True, db=True, weights=True, device
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
 
 
-def _data_root(a) -> str:
-    """settings.data_root(--data-root); the built-in synthetic scenes are written on first use."""
-    from engine import settings
-    from engine.data.synthetic import ensure_synthetic_dataset
+def _dataset_flags(p: argparse.ArgumentParser) -> None:
+    from engine.data import ACDC_CONDITIONS, DATASETS
 
-    root = settings.data_root(a.data_root)
-    if root == settings.SYNTHETIC_ROOT:
-        ensure_synthetic_dataset(root)
-    return str(root)
+    p.add_argument("--dataset", default="cityscapes", choices=DATASETS,
+                   help="the layout under --data-root (default cityscapes; README: Other streets)")
+    p.add_argument("--condition", help=f"ACDC: {' | '.join(ACDC_CONDITIONS)} | all (one result per condition)")
+    p.add_argument("--label-format", choices=("labelIds", "trainIds"),
+                   help="folder: what the label PNGs hold (default labelIds)")
+
+
+def _data_root(a, kind: str = "cityscapes") -> str:
+    """The root of a `kind` dataset: --data-root, else its setting (CITYSCAPES_DATASET...), else its
+    built-in synthetic copy, written on first use."""
+    from engine.data import ensure_layout
+
+    return str(ensure_layout(kind, a.data_root))
 
 
 def cmd_synth(a) -> int:
-    from engine.data.synthetic import write_synthetic_dataset
+    from engine import settings
+    from engine.data.synthetic_layouts import write_layout
 
-    counts = write_synthetic_dataset(a.out, train=a.train, val=a.val, size=a.size, seed=a.seed)
-    print(f"wrote {counts['train']} train + {counts['val']} val synthetic scenes ({a.size[0]}x{a.size[1]}) to {a.out}")
+    out = a.out or settings.synthetic_root(a.layout)
+    counts = write_layout(a.layout, out, train=a.train, val=a.val, size=a.size, seed=a.seed)
+    print(f"wrote {counts['train']} train + {counts['val']} val synthetic scenes ({a.size[0]}x{a.size[1]}) "
+          f"in the {a.layout} layout to {out}")
     return 0
 
 
 def cmd_check_data(a) -> int:
     from engine.data.check import check_dataset
 
-    report = check_dataset(_data_root(a), splits=tuple(a.splits) if a.splits else None, full=not a.quick,
-                           progress=True)
+    report = check_dataset(_data_root(a, a.dataset), splits=tuple(a.splits) if a.splits else None,
+                           full=not a.quick, progress=True, kind=a.dataset, condition=a.condition,
+                           label_format=a.label_format)
     print(report)
     return 0 if report.ok else 1
 
@@ -116,35 +127,92 @@ def cmd_train(a) -> int:
     return 0
 
 
-def cmd_evaluate(a) -> int:
+def _where(res: dict) -> str:
+    return f"{res['dataset']}{'/' + res['condition'] if res.get('condition') else ''} {res['split']}"
+
+
+def _per_condition(a, run) -> list[dict] | None:
+    """`run(loaded_checkpoint, store, root, condition)` for each condition of --dataset/--condition, the
+    checkpoint loaded once; under torchrun every rank runs it (images sharded) and only rank 0 gets
+    the results (None on the others)."""
     from engine import distributed
-    from engine.evaluate import evaluate_checkpoint
+    from engine.data import conditions
+    from engine.evaluate import load_checkpoint
     from engine.store import Store
+
+    distributed.init(a.device)
+    main = distributed.is_main()
+    try:
+        root, store = _data_root(a, a.dataset), Store(a.db) if main else None
+        m = load_checkpoint(variant=a.variant, checkpoint=a.checkpoint, weights_dir=a.weights_dir, store=store,
+                            device=a.device, eval_size=a.eval_size)
+        results = [run(m, store, root, condition) for condition in conditions(a.dataset, a.condition)]
+    finally:
+        distributed.cleanup()
+    return results if main else None
+
+
+def cmd_evaluate(a) -> int:
+    from engine.evaluate import evaluate_loaded
 
     if not a.variant and not a.checkpoint:
         print("error: give --variant NAME or --checkpoint PATH", file=sys.stderr)
         return 2
-    distributed.init(a.device)  # under torchrun: images sharded over ranks, rank 0 prints and records
-    main = distributed.is_main()
-    try:
-        res = evaluate_checkpoint(variant=a.variant, checkpoint=a.checkpoint, data_root=_data_root(a), split=a.split,
-                                  device=a.device, store=Store(a.db) if main else None, weights_dir=a.weights_dir,
-                                  save_predictions=a.save_predictions, eval_size=a.eval_size, progress=not a.json)
-    finally:
-        distributed.cleanup()
-    if not main:
+    results = _per_condition(a, lambda m, store, root, condition: evaluate_loaded(
+        m, dataset=a.dataset, data_root=root, condition=condition, label_format=a.label_format, split=a.split,
+        store=store, save_predictions=a.save_predictions, progress=not a.json))
+    if results is None:  # a torchrun rank other than 0: rank 0 prints and records
         return 0
-    if a.json:
-        print(json.dumps({**res, "mIoU": res["miou"]}))  # "mIoU": the spelling users of earlier output read
+    if a.json:  # "mIoU": the spelling users of earlier output read; a list when several conditions were asked for
+        out = [{**res, "mIoU": res["miou"]} for res in results]
+        print(json.dumps(out[0] if len(out) == 1 else out))
         return 0
-    print(f"{res['variant']} on {res['dataset']} {res['split']} ({res['num_images']} images, input {res['eval_size']}):")
-    print(f"  mIoU {res['miou']:.4f}   pixel accuracy {res['pixel_accuracy']:.4f}   mean loss {res['mean_loss']:.4f}")
-    for name, iou in res["per_class_iou"].items():
-        print(f"    {name:15s} {'   n/a' if iou is None else f'{iou:.4f}'}")
-    print(f"  params {res['params'] / 1e6:.2f}M   checkpoint {res['size_mb']:.1f} MB   {res['gflops']:.2f} GFLOPs   "
-          f"latency {res['latency_ms']:.1f} ms ({res['device']}, {res['threads']} threads, {res['precision']}, {res['resolution']})")
+    for res in results:
+        print(f"{res['variant']} on {_where(res)} ({res['num_images']} images, input {res['eval_size']}):")
+        print(f"  mIoU {res['miou']:.4f}   pixel accuracy {res['pixel_accuracy']:.4f}   mean loss {res['mean_loss']:.4f}")
+        for name, iou in res["per_class_iou"].items():
+            print(f"    {name:15s} {'   n/a' if iou is None else f'{iou:.4f}'}")
+        if "params" in res:
+            print(f"  params {res['params'] / 1e6:.2f}M   checkpoint {res['size_mb']:.1f} MB   {res['gflops']:.2f} GFLOPs"
+                  f"   latency {res['latency_ms']:.1f} ms ({res['device']}, {res['threads']} threads, "
+                  f"{res['precision']}, {res['resolution']})")
     if a.save_predictions:
         print(f"  predictions (label ids, official evaluator format) in {a.save_predictions}")
+    return 0
+
+
+def cmd_robustness(a) -> int:
+    from engine.robustness import sweep_loaded
+
+    if not a.variant and not a.checkpoint:
+        print("error: give --variant NAME or --checkpoint PATH", file=sys.stderr)
+        return 2
+    results = _per_condition(a, lambda m, store, root, condition: sweep_loaded(
+        m, dataset=a.dataset, data_root=root, condition=condition, label_format=a.label_format, split=a.split,
+        corruptions=a.corruptions, severities=a.severities, limit=a.limit, store=store,
+        cache_dir=False if a.no_cache else a.cache_dir, workers=a.workers, progress=not a.json))
+    if results is None:
+        return 0
+    if a.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+        return 0
+    for res in results:
+        print(f"{res['variant']} on {_where(res)} ({res['num_images']} images, input {res['eval_size']}; "
+              f"{res['library']}):")
+        print(f"  clean mIoU {res['clean_miou']:.4f}   mPC {res['mpc']:.4f}   rPC {res['rpc']:.3f}")
+        print("  groups: " + "   ".join(f"{g} {v:.4f}" for g, v in res["groups"].items()))
+        print(f"  {'corruption':18s} " + " ".join(f"{'s' + str(s):>7s}" for s in sorted({r['severity'] for r in res['results']})))
+        by_name: dict[str, list] = {}
+        for r in res["results"]:
+            by_name.setdefault(r["corruption"], []).append(r["miou"])
+        for name, values in by_name.items():
+            print(f"  {name:18s} " + " ".join(f"{v:7.4f}" for v in values))
+    if not a.no_cache:
+        from engine import settings
+        from engine.robustness import cache_bytes
+
+        cache = settings.corruption_cache(a.cache_dir)
+        print(f"corrupted images cached in {cache} ({cache_bytes(cache) / 1e6:.1f} MB)", file=sys.stderr)
     return 0
 
 
@@ -330,8 +398,8 @@ def cmd_runs(a) -> int:
 
     rows = Store(a.db).leaderboard(dataset=a.dataset, arch=a.arch, status=a.status)
     if a.json:
-        keep = ("run_id", "variant", "arch", "dataset", "status", "miou", "pixel_accuracy", "params", "size_mb",
-                "gflops", "latency_ms", "train_seconds", "images_per_second", "device", "profile")
+        keep = ("run_id", "variant", "arch", "dataset", "status", "miou", "pixel_accuracy", "mpc", "rpc", "params",
+                "size_mb", "gflops", "latency_ms", "train_seconds", "images_per_second", "device", "profile")
         print(json.dumps([{**{k: r.get(k) for k in keep}, "mIoU": r.get("miou")} for r in rows], default=str))
     else:
         print(format_leaderboard(rows) if rows else "no runs yet: train one with `python -m engine train --variant NAME` "
@@ -356,8 +424,9 @@ def cmd_db_migrate_to(a) -> int:
     src = make_url(settings.db_url(a.db)).render_as_string(hide_password=True)
     dst = make_url(a.url).render_as_string(hide_password=True)
     print(f"copied {src} -> {dst}:")
+    width = max(map(len, counts))
     for table, n in counts.items():
-        print(f"  {table:12s} {n}")
+        print(f"  {table:{width}s} {n}")
     return 0
 
 
@@ -381,8 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "segmentation models; results go to the results store.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write synthetic street scenes in the official Cityscapes layout")
-    p.add_argument("--out", required=True)
+    from engine.data import DATASETS
+
+    p = sub.add_parser("synth", help="write synthetic street scenes in a dataset's official layout")
+    p.add_argument("--layout", default="cityscapes", choices=DATASETS,
+                   help="cityscapes (default) | acdc (fog, night, rain, snow) | bdd100k | kitti | folder")
+    p.add_argument("--out", help="default: data/synthetic (cityscapes), else data/synthetic-<layout>")
     p.add_argument("--train", type=int, default=24)
     p.add_argument("--val", type=int, default=8)
     p.add_argument("--size", type=_size, default=(512, 256), help="WIDTHxHEIGHT (default 512x256)")
@@ -390,10 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("check-data", help="check a dataset: pairing, sizes, label values, splits (exit 1 on a problem)")
-    p.add_argument("--splits", action=ListFlag, help="only these splits (default: train, val, and test when present)")
+    p.add_argument("--splits", action=ListFlag, help="only these splits (default: those with labels; Cityscapes: "
+                   "train, val, and test when present)")
     p.add_argument("--quick", action="store_true",
                    help="pairing and file headers only (what training runs first): no pixel decoded")
     _common(p, db=False, weights=False, device=False)
+    _dataset_flags(p)
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("variants", help="list the variants (one recipe each in training/)")
@@ -420,9 +495,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--eval-size", type=_size, help="model input WIDTHxHEIGHT (default: the recipe's)")
     p.add_argument("--save-predictions", metavar="DIR", help="write *_pred_labelIds.png for the official evaluator")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (a list of them for several conditions)")
+    _dataset_flags(p)
     _common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("robustness", help="mIoU under the ImageNet-C/Cityscapes-C corruptions: mPC, rPC, per group")
+    p.add_argument("--variant")
+    p.add_argument("--checkpoint")
+    p.add_argument("--split", default="val")
+    p.add_argument("--corruptions", action=ListFlag, default=["benchmark"],
+                   help="benchmark (the 15, default) | all (+ the 4 held-out) | noise | blur | weather | digital | "
+                        "held-out | corruption names, e.g. gaussian_noise,fog")
+    p.add_argument("--severities", action=ListFlag, item=int, default=[1, 2, 3, 4, 5],
+                   help="severities 1-5 (default all five; the clean image is always measured)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the split")
+    p.add_argument("--eval-size", type=_size, help="model input WIDTHxHEIGHT (default: the recipe's)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes corrupting images (default: min(cores, 4))")
+    p.add_argument("--cache-dir", help="corrupted-image cache (default: $SEGBENCH_CORRUPTION_CACHE or "
+                                       "data/corruption-cache)")
+    p.add_argument("--no-cache", action="store_true", help="corrupt every image afresh, keep nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON object (a list of them for several conditions)")
+    _dataset_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("runs", help="print the leaderboard")
     p.add_argument("--json", action="store_true")

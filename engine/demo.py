@@ -1,5 +1,6 @@
-"""`python -m engine demo`: synthetic scenes -> every variant trained and evaluated (quick profile)
--> leaderboard -> the dashboard (when present)."""
+"""`python -m engine demo`: synthetic scenes -> every variant trained and evaluated (quick profile),
+swept through a few corruptions and evaluated on the synthetic ACDC conditions -> leaderboard ->
+the dashboard (when present)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,19 +10,37 @@ import traceback
 
 from engine import settings
 from engine.config import list_variants, load_recipe
+from engine.data import ACDC_CONDITIONS, synthetic_layouts
 from engine.data.synthetic import DEFAULT_SCENES, ensure_synthetic_dataset
-from engine.evaluate import evaluate_checkpoint, most_frequent_class_miou
+from engine.evaluate import evaluate_loaded, load_checkpoint, most_frequent_class_miou
 from engine.leaderboard import format_leaderboard
+from engine.robustness import sweep_loaded
 from engine.store import Store
 from engine.train import train
 
 DEMO_DATA = DEFAULT_SCENES
+# two corruptions of each benchmark group at two severities, on the val scenes (the cache makes the
+# corrupting a one-time cost: every variant after the first reads the corrupted images back)
+DEMO_SWEEP = dict(corruptions=["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "snow",
+                               "contrast", "jpeg_compression"], severities=[2, 4])
+
+
+def _other_streets(m, *, store, acdc_root) -> str:
+    """The demo's robustness figures for one trained, loaded variant: the corruption sweep and the
+    synthetic ACDC conditions, recorded in the store; returns the line it prints."""
+    sweep = sweep_loaded(m, data_root=settings.SYNTHETIC_ROOT, store=store, progress=False, **DEMO_SWEEP)
+    acdc = {c: evaluate_loaded(m, dataset="acdc", data_root=acdc_root, condition=c, store=store,
+                               progress=False)["miou"] for c in ACDC_CONDITIONS}
+    return (f"   mPC {sweep['mpc']:.4f} (rPC {sweep['rpc']:.2f}); synthetic ACDC "
+            + ", ".join(f"{c} {v:.4f}" for c, v in acdc.items()))
 
 
 def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboard=True, profile="quick") -> int:
     t0 = time.perf_counter()
     root = settings.SYNTHETIC_ROOT
     ensure_synthetic_dataset(root, **DEMO_DATA)
+    acdc_root = settings.synthetic_root("acdc")
+    synthetic_layouts.ensure_layout("acdc", acdc_root, **DEMO_DATA)
     store = Store(db)
     failed, run_ids = [], set()
     for name in variants or list_variants():
@@ -31,9 +50,11 @@ def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboa
             recipe = load_recipe(name, profile)
             run_ids.add(train(recipe, store=store, data_root=root, device=device, weights_dir=weights_dir,
                               progress=False).run_id)
-            res = evaluate_checkpoint(variant=name, data_root=root, device=device, store=store,
-                                      weights_dir=weights_dir, progress=False)
+            m = load_checkpoint(variant=name, weights_dir=weights_dir, store=store, device=device)
+            res = evaluate_loaded(m, data_root=root, store=store, progress=False)
             print(f"   val mIoU {res['miou']:.4f}  ({time.perf_counter() - t:.0f}s)", flush=True)
+            print(_other_streets(m, store=store, acdc_root=acdc_root) + f"  ({time.perf_counter() - t:.0f}s)",
+                  flush=True)
         except Exception:  # recorded as failed in the store by train(); keep going with the others
             traceback.print_exc()
             failed.append(name)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from engine import checkpoints, classes, distributed, profiling
 from engine.config import LossConfig
+from engine.data import open_dataset
 from engine.data.cityscapes import CityscapesDataset
 from engine.data.transforms import EvalTransform, eval_collate
 from engine.runtime import forward_logits, select_device, upsample
@@ -27,9 +28,18 @@ from engine.metrics import ConfusionMatrix, Metrics
 PREDICTION_SUFFIX = "_pred_labelIds.png"
 
 
+def full_resolution(model: torch.nn.Module, images: torch.Tensor, labels: list[torch.Tensor], device: torch.device):
+    """(label, float32 logits upsampled to the label's resolution) for each image of a batch: what
+    every metric here is computed from (the official protocol: full-resolution ground truth)."""
+    logits = forward_logits(model, images.to(device, non_blocking=True))
+    for i, label in enumerate(labels):
+        label = label.to(device, non_blocking=True)
+        yield label, upsample(logits[i:i + 1], tuple(label.shape))
+
+
 def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.device, *, loss_fn=None,
                    save_dir: str | os.PathLike | None = None, stems: list[str] | None = None,
-                   progress: bool = True) -> Metrics:
+                   progress: bool = True, desc: str = "evaluating") -> Metrics:
     """Confusion-matrix metrics (+ mean loss when `loss_fn(logits, target)` is given) over a loader
     that yields (images at the eval size, list of full-resolution trainId labels).
 
@@ -43,11 +53,8 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
-        for images, labels in tqdm(loader, desc="evaluating", disable=not progress, leave=False, dynamic_ncols=True):
-            logits = forward_logits(model, images.to(device, non_blocking=True))
-            for i, label in enumerate(labels):
-                label = label.to(device, non_blocking=True)
-                full = upsample(logits[i:i + 1], tuple(label.shape))
+        for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, unit="img"):
+            for label, full in full_resolution(model, images, labels, device):
                 if loss_fn is not None:
                     loss_sum += loss_fn(full, label[None])
                 pred = full.argmax(1)[0]
@@ -65,40 +72,75 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
                                mean_loss=float(loss_sum / n) if loss_fn is not None and n else None)
 
 
-def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, data_root=None, split: str = "val",
-                        device: str = "auto", store=None, weights_dir=None, save_predictions=None,
-                        eval_size: tuple[int, int] | None = None, latency_repeats: int | None = None,
-                        progress: bool = True) -> dict:
-    """Evaluate a checkpoint on a split, profile it, record both in the store; returns the summary:
-    what was evaluated, the metrics (`Metrics`' fields) and the profile (`Profile`'s fields)."""
+@dataclasses.dataclass
+class Loaded:
+    """A checkpoint ready to evaluate: the model on its device, and what gets recorded beside it."""
+    model: torch.nn.Module
+    device: torch.device
+    path: Path
+    sha256: str
+    variant: str
+    recipe: dict
+    run_uid: str | None
+    size: tuple[int, int]  # (W, H) the model sees
+
+    @property
+    def eval_size(self) -> str:
+        return f"{self.size[0]}x{self.size[1]}"
+
+
+def load_checkpoint(*, variant=None, checkpoint=None, weights_dir=None, store=None, device="auto",
+                    eval_size: tuple[int, int] | None = None) -> Loaded:
+    """The checkpoint of `variant` (or the file `checkpoint`), checked against the sha256 recorded
+    at training when there is a store, built on this process's device, at the recipe's eval size."""
     dev = distributed.local_device(select_device(device))
     path = checkpoints.resolve(variant, checkpoint, weights_dir)
-    # with a store: checked against the sha256 recorded at training; `sha` is what gets recorded
     ckpt, sha = checkpoints.load_with_sha256(path, store=store)
-    model = checkpoints.build_from(ckpt).to(dev)
     recipe = ckpt["recipe"]
-    variant = variant or recipe["name"]
     size = tuple(eval_size or recipe["data"].get("eval_size") or recipe["data"]["size"])
-    dataset = CityscapesDataset(data_root, split, EvalTransform(size))
-    shard = distributed.shard(dataset)  # under torchrun: this rank's images; metrics all-reduced
+    return Loaded(checkpoints.build_from(ckpt).to(dev), dev, Path(path), sha, variant or recipe["name"], recipe,
+                  ckpt.get("run_uid"), size)
+
+
+def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, weights_dir=None, device: str = "auto",
+                        eval_size: tuple[int, int] | None = None, store=None, **kwargs) -> dict:
+    """`evaluate_loaded` on the checkpoint of `variant` (or the file `checkpoint`)."""
+    m = load_checkpoint(variant=variant, checkpoint=checkpoint, weights_dir=weights_dir, store=store, device=device,
+                        eval_size=eval_size)
+    return evaluate_loaded(m, store=store, **kwargs)
+
+
+def evaluate_loaded(m: Loaded, *, dataset: str = "cityscapes", data_root=None, condition: str | None = None,
+                    label_format: str | None = None, split: str = "val", store=None, save_predictions=None,
+                    latency_repeats: int | None = None, progress: bool = True) -> dict:
+    """Evaluate a loaded checkpoint on a split of `dataset` (`engine.data.open_dataset`: cityscapes,
+    acdc with a `condition`, bdd100k, kitti, folder), record it in the store; returns the summary:
+    what was evaluated, the metrics (`Metrics`' fields) and, on Cityscapes (the layout models train
+    on), the profile (`Profile`'s fields): cost belongs to the model, not to the streets it is shown."""
+    data = open_dataset(dataset, data_root, split, EvalTransform(m.size), condition=condition,
+                        label_format=label_format)
+    shard = distributed.shard(data)  # under torchrun: this rank's images; metrics all-reduced
     loader = DataLoader(shard, batch_size=1, collate_fn=eval_collate, num_workers=min(2, os.cpu_count() or 1),
-                        pin_memory=dev.type == "cuda")
-    loss_fn = SegmentationLoss(LossConfig(**recipe["schedule"]["loss"])).single
-    m = evaluate_model(model, loader, dev, loss_fn=loss_fn, save_dir=save_predictions,
-                       stems=[dataset.samples[i].stem for i in getattr(shard, "indices", range(len(dataset)))],
-                       progress=progress and distributed.is_main())
-    summary = {"variant": variant, "checkpoint": str(path), "dataset": dataset.name, "split": split,
-               "eval_size": f"{size[0]}x{size[1]}", **dataclasses.asdict(m)}
+                        pin_memory=m.device.type == "cuda")
+    loss_fn = SegmentationLoss(LossConfig(**m.recipe["schedule"]["loss"])).single
+    metrics = evaluate_model(m.model, loader, m.device, loss_fn=loss_fn, save_dir=save_predictions,
+                             stems=[data.samples[i].stem for i in getattr(shard, "indices", range(len(data)))],
+                             progress=progress and distributed.is_main())
+    summary = {"variant": m.variant, "checkpoint": str(m.path), "dataset": data.name, "condition": data.condition,
+               "split": data.split, "eval_size": m.eval_size, **dataclasses.asdict(metrics)}
     if not distributed.is_main():  # rank 0 alone profiles and records
         return summary
-    prof = profiling.profile(model, path, size, dev,
-                             repeats=latency_repeats or recipe["schedule"].get("latency_repeats", 10))
-    summary.update(dataclasses.asdict(prof))
+    prof = None
+    if dataset == "cityscapes":
+        prof = profiling.profile(m.model, m.path, m.size, m.device,
+                                 repeats=latency_repeats or m.recipe["schedule"].get("latency_repeats", 10))
+        summary.update(dataclasses.asdict(prof))
     if store is not None:
-        run = store.run_by_uid(ckpt.get("run_uid"))
+        run = store.run_by_uid(m.run_uid)
         summary["evaluation_id"] = store.record_evaluation(
-            run_id=run["id"] if run else None, variant=variant, checkpoint=str(path), checkpoint_sha256=sha,
-            dataset=dataset.name, split=split, eval_size=summary["eval_size"], metrics=m, profile=prof)
+            run_id=run["id"] if run else None, variant=m.variant, checkpoint=str(m.path), checkpoint_sha256=m.sha256,
+            dataset=data.name, condition=data.condition, split=data.split, eval_size=m.eval_size, metrics=metrics,
+            profile=prof)
     return summary
 
 

@@ -19,8 +19,13 @@ replaces that epoch's row. `record_checkpoint` keeps the sha256 of every checkpo
 writes (upsert by resolved path), which `engine.checkpoints.load(..., store=)` checks.
 
 The schema carries a version (meta.schema_version). Opening a store of an older version this code
-knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table); any other
-version is refused with StoreVersionError before anything is written.
+knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table; 2 -> 3: add
+`evaluations.condition` and the robustness tables); any other version is refused with
+StoreVersionError before anything is written.
+
+Every evaluation and robustness sweep carries its dataset and condition (ACDC's fog, night...;
+'' for none). A run's leaderboard figures come from its latest evaluation (and sweep) on the
+dataset it was trained on, without a condition: an evaluation on other streets never replaces them.
 
 `copy_store(source, target)` (`python -m engine db migrate-to URL`) copies a whole store, ids
 included, into an empty database of any backend in one transaction.
@@ -51,8 +56,11 @@ if TYPE_CHECKING:   # the objects record_evaluation reads (no import of torch at
     from engine.metrics import Metrics
     from engine.profiling import Profile
 
-SCHEMA_VERSION = 2
-MIGRATABLE = {"1"}  # older versions that migrating is purely additive for (create the new tables)
+SCHEMA_VERSION = 3
+# older versions that migrating is purely additive for: create the new tables, add the new columns
+# (ADDED_COLUMNS: table -> (column, SQL type and default) added by a later version)
+MIGRATABLE = {"1", "2"}
+ADDED_COLUMNS = {"evaluations": (("condition", "VARCHAR(32) NOT NULL DEFAULT ''"),)}
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 
@@ -157,6 +165,7 @@ class Evaluation(Base):
     checkpoint: Mapped[str] = mapped_column(String(1024))
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     dataset: Mapped[str] = mapped_column(String(32))
+    condition: Mapped[str] = mapped_column(String(32), default="", server_default="")
     split: Mapped[str] = mapped_column(String(16))
     num_images: Mapped[int] = mapped_column(Integer)
     eval_size: Mapped[str] = mapped_column(String(32))
@@ -196,6 +205,43 @@ class CheckpointFile(Base):
     run_uid: Mapped[str | None] = mapped_column(String(32))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
     written_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class RobustnessSweep(Base):
+    """One corruption sweep of a checkpoint on a dataset split (`engine.robustness`)."""
+    __tablename__ = "robustness_sweeps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    variant: Mapped[str] = mapped_column(String(128))
+    checkpoint: Mapped[str] = mapped_column(String(1024))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(32))
+    condition: Mapped[str] = mapped_column(String(32), default="")
+    split: Mapped[str] = mapped_column(String(16))
+    num_images: Mapped[int] = mapped_column(Integer)
+    eval_size: Mapped[str] = mapped_column(String(32))
+    library: Mapped[str] = mapped_column(String(64))              # the corruption library and its version
+    clean_miou: Mapped[float | None] = mapped_column(Float)
+    clean_per_class_iou: Mapped[dict] = mapped_column(JSON)
+    mpc: Mapped[float | None] = mapped_column(Float)
+    rpc: Mapped[float | None] = mapped_column(Float)
+    groups: Mapped[dict] = mapped_column(JSON)                    # group -> mean mIoU over its corruptions
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    results: Mapped[list[CorruptionResult]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True,
+        order_by="(CorruptionResult.id)")
+
+
+class CorruptionResult(Base):
+    __tablename__ = "corruption_results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("robustness_sweeps.id", ondelete="CASCADE"), index=True)
+    corruption: Mapped[str] = mapped_column(String(32))
+    group_name: Mapped[str] = mapped_column(String(16))          # noise, blur, weather, digital, held-out
+    severity: Mapped[int] = mapped_column(Integer)
+    miou: Mapped[float | None] = mapped_column(Float)
+    pixel_accuracy: Mapped[float | None] = mapped_column(Float)
+    per_class_iou: Mapped[dict] = mapped_column(JSON)
 
 
 class Benchmark(Base):
@@ -376,6 +422,12 @@ class Store:
             if version == str(SCHEMA_VERSION):
                 return
             Base.metadata.create_all(conn)
+            if version is not None:
+                for table, columns in ADDED_COLUMNS.items():
+                    have = {c["name"] for c in inspect(conn).get_columns(table)}
+                    for name, ddl in columns:
+                        if name not in have:
+                            conn.execute(text(f'ALTER TABLE {table} ADD COLUMN "{name}" {ddl}'))
             if version is None:
                 conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
             else:
@@ -473,7 +525,7 @@ class Store:
 
     def record_evaluation(self, *, run_id: int | None, variant: str, checkpoint, checkpoint_sha256: str | None,
                           dataset: str, split: str, eval_size: str, metrics: Metrics,
-                          profile: Profile | None = None) -> int:
+                          profile: Profile | None = None, condition: str = "") -> int:
         """One evaluation (`engine.metrics.Metrics`) with the cost profile measured beside it
         (`engine.profiling.Profile`; None leaves those columns empty) and its per-class IoUs."""
         unknown = set(metrics.per_class_iou) - set(CLASS_NAMES)
@@ -485,8 +537,9 @@ class Store:
             latency_precision=profile.precision, latency_resolution=profile.resolution,
             peak_memory_mb=_f(profile.peak_memory_mb))
         ev = Evaluation(run_id=run_id, variant=variant, checkpoint=str(checkpoint),
-                        checkpoint_sha256=checkpoint_sha256, dataset=dataset, split=split,
-                        num_images=int(metrics.num_images), eval_size=str(eval_size), miou=_f(metrics.miou),
+                        checkpoint_sha256=checkpoint_sha256, dataset=dataset, condition=condition or "",
+                        split=split, num_images=int(metrics.num_images), eval_size=str(eval_size),
+                        miou=_f(metrics.miou),
                         pixel_accuracy=_f(metrics.pixel_accuracy), mean_loss=_f(metrics.mean_loss),
                         created_at=_now(), **cost)
         ev.class_rows = [ClassIoU(class_id=i, class_name=name, iou=_f(metrics.per_class_iou[name]))
@@ -495,6 +548,27 @@ class Store:
             s.add(ev)
             s.flush()
             return ev.id
+
+    def record_robustness(self, *, run_id: int | None, variant: str, checkpoint, checkpoint_sha256: str | None,
+                          dataset: str, condition: str = "", split: str, eval_size: str, library: str,
+                          clean: Metrics, mpc: float | None, rpc: float | None, groups: dict[str, float],
+                          results: list[dict]) -> int:
+        """One corruption sweep: the clean metrics, mPC, rPC, the group means, and one row per
+        (corruption, severity) from `results` (dicts with corruption, group, severity and `metrics`)."""
+        sweep = RobustnessSweep(
+            run_id=run_id, variant=variant, checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha256,
+            dataset=dataset, condition=condition or "", split=split, num_images=int(clean.num_images),
+            eval_size=str(eval_size), library=library, clean_miou=_f(clean.miou),
+            clean_per_class_iou=_jsonable(clean.per_class_iou), mpc=_f(mpc), rpc=_f(rpc), groups=_jsonable(groups),
+            created_at=_now())
+        sweep.results = [CorruptionResult(corruption=r["corruption"], group_name=r["group"], severity=int(r["severity"]),
+                                          miou=_f(r["metrics"].miou), pixel_accuracy=_f(r["metrics"].pixel_accuracy),
+                                          per_class_iou=_jsonable(r["metrics"].per_class_iou))
+                         for r in results]
+        with Session(self._writer) as s, s.begin():
+            s.add(sweep)
+            s.flush()
+            return sweep.id
 
     def record_benchmark(self, *, kind, variant, size, device, threads, precision, backend, torch_version,
                          metrics: dict) -> int:
@@ -547,19 +621,28 @@ class Store:
         with Session(self._engine) as s:
             return [_as_dict(e) for e in s.scalars(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch))]
 
-    def evaluations(self, run_id=None) -> list[dict]:
+    def evaluations(self, run_id=None, *, dataset=None) -> list[dict]:
+        """Every evaluation (oldest first), with its per-class IoUs; of one run and/or dataset."""
         q = select(Evaluation).order_by(Evaluation.id)
         if run_id is not None:
             q = q.where(Evaluation.run_id == run_id)
+        if dataset is not None:
+            q = q.where(Evaluation.dataset == dataset)
         with Session(self._engine) as s:
             return [_evaluation_dict(ev) for ev in s.scalars(q)]
 
-    def _latest_evaluations(self, s: Session, run_ids=None) -> dict[int, Evaluation]:
-        """run_id -> that run's most recently recorded evaluation (highest id)."""
-        latest = select(func.max(Evaluation.id)).where(Evaluation.run_id.is_not(None)).group_by(Evaluation.run_id)
+    @staticmethod
+    def _latest(s: Session, table, run_ids=None) -> dict[int, Any]:
+        """run_id -> that run's most recent row of `table` (Evaluation, RobustnessSweep) on the dataset
+        the run was trained on, without a condition (other streets never stand in for it)."""
+        latest = (select(func.max(table.id)).join(Run, Run.id == table.run_id)
+                  .where(table.dataset == Run.dataset, table.condition == "").group_by(table.run_id))
         if run_ids is not None:
-            latest = latest.where(Evaluation.run_id.in_(list(run_ids)))
-        return {ev.run_id: ev for ev in s.scalars(select(Evaluation).where(Evaluation.id.in_(latest)))}
+            latest = latest.where(table.run_id.in_(list(run_ids)))
+        return {row.run_id: row for row in s.scalars(select(table).where(table.id.in_(latest)))}
+
+    def _latest_evaluations(self, s: Session, run_ids=None) -> dict[int, Evaluation]:
+        return self._latest(s, Evaluation, run_ids)
 
     def leaderboard(self, *, dataset=None, arch=None, status=None) -> list[dict]:
         """One row per run joined with its latest evaluation, sorted by mIoU descending (None last)."""
@@ -569,15 +652,18 @@ class Store:
         with Session(self._engine) as s:
             runs = list(s.scalars(self._run_query(dataset, arch, status)))
             latest = self._latest_evaluations(s, [r.id for r in runs])
+            sweeps = self._latest(s, RobustnessSweep, [r.id for r in runs])
             for r in runs:
                 hp = r.hyperparameters or {}
-                ev = latest.get(r.id)
+                ev, sweep = latest.get(r.id), sweeps.get(r.id)
                 rows.append({
                     "run_id": r.id, "uid": r.uid, "variant": r.variant, "arch": r.arch, "backbone": r.backbone,
                     "dataset": r.dataset, "status": r.status, "profile": r.profile, "device": r.device,
                     "hyperparameters": hp, **recipe_columns(hp), "epochs_done": r.epochs_done, "best_miou": r.best_miou,
                     **{m: (getattr(ev, m) if ev is not None else None) for m in metrics},
                     "evaluation_id": ev.id if ev is not None else None,
+                    "mpc": sweep.mpc if sweep else None, "rpc": sweep.rpc if sweep else None,
+                    "robustness_id": sweep.id if sweep else None,
                     "train_seconds": r.train_seconds, "images_per_second": r.images_per_second,
                     "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
                     "checkpoint": r.checkpoint,
@@ -592,6 +678,20 @@ class Store:
             return [{"run_id": rid, "variant": ev.variant, "class_id": c.class_id, "class_name": c.class_name,
                      "iou": c.iou}
                     for rid, ev in sorted(latest.items()) for c in ev.class_rows]
+
+    def robustness(self, run_ids=None, *, latest: bool = False) -> list[dict]:
+        """Corruption sweeps (oldest first), each with its `results` rows (corruption, group, severity,
+        miou, pixel_accuracy, per_class_iou); `latest`: only each run's latest in-distribution sweep."""
+        with Session(self._engine) as s:
+            if latest:
+                sweeps = sorted(self._latest(s, RobustnessSweep, run_ids).values(), key=lambda w: w.id)
+            else:
+                q = select(RobustnessSweep).order_by(RobustnessSweep.id)
+                if run_ids is not None:
+                    q = q.where(RobustnessSweep.run_id.in_(list(run_ids)))
+                sweeps = list(s.scalars(q))
+            return [_as_dict(w) | {"results": [_as_dict(r) | {"group": r.group_name} for r in w.results]}
+                    for w in sweeps]
 
     def benchmarks(self, kind=None) -> list[dict]:
         q = select(Benchmark).order_by(Benchmark.id)

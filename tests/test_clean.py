@@ -39,8 +39,12 @@ def _user_run(store, weights, dataset="cityscapes"):
 
 
 def test_clean_removes_the_demos_files_and_keeps_the_users(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(settings, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "data" / "synthetic")
-    (tmp_path / "data" / "synthetic" / "leftImg8bit").mkdir(parents=True)
+    made = [tmp_path / "data" / d / "x" for d in ("synthetic", "synthetic-acdc", "synthetic-kitti", "corruption-cache")]
+    for folder in made:
+        folder.mkdir(parents=True)
+    (tmp_path / "data" / "mine").mkdir()
     db, weights = _copy(trained, tmp_path)
     with Store(db) as store:
         mine = _user_run(store, weights)
@@ -55,7 +59,8 @@ def test_clean_removes_the_demos_files_and_keeps_the_users(trained, tmp_path, mo
 
     assert main(["clean", "--db", db, "--weights-dir", str(weights)]) == 0
     out = capsys.readouterr().out
-    assert not demo_dir.exists() and not settings.SYNTHETIC_ROOT.exists()        # the demo's: gone
+    assert not demo_dir.exists() and not any(f.parent.exists() for f in made)   # the demo's: gone
+    assert (tmp_path / "data" / "mine").is_dir()
     assert mine.is_file() and stray.is_file() and (tmp_path / "results.db").is_file()  # the user's: kept, and said
     assert f"keeping {mine}: trained on cityscapes" in out
     assert f"keeping {stray}: not a checkpoint the results store knows" in out
@@ -64,7 +69,8 @@ def test_clean_removes_the_demos_files_and_keeps_the_users(trained, tmp_path, mo
 
 def test_clean_removes_a_store_of_demo_runs_only_and_never_a_changed_checkpoint(trained, tmp_path, monkeypatch,
                                                                                 capsys):
-    monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr(settings, "DATA_DIR", tmp_path / "nothing")
+    monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "nothing" / "synthetic")
     db, weights = _copy(trained, tmp_path)
     last = weights / trained.variant / "last.pt"
     last.write_bytes(last.read_bytes() + b"\0")  # e.g. overwritten by a later, real training run

@@ -1,10 +1,12 @@
-"""`python -m engine demo` end to end, shrunk to one variant on a tiny synthetic set."""
+"""`python -m engine demo` end to end, shrunk to one variant on a tiny synthetic set and a small sweep."""
 from engine import demo, settings
 
 
 def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(settings, "DATA_DIR", tmp_path)
     monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "synthetic")
     monkeypatch.setattr(demo, "DEMO_DATA", dict(train=4, val=2, size=(128, 64), seed=0))
+    monkeypatch.setattr(demo, "DEMO_SWEEP", dict(corruptions=["impulse_noise", "frost"], severities=[3]))
     db = f"sqlite:///{tmp_path / 'results.db'}"
     code = demo.run_demo(db=db, weights_dir=tmp_path / "weights", device="cpu", variants=["deeplabv3_r50_adam"],
                          dashboard=False)
@@ -16,5 +18,13 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     assert "most-frequent-class baseline" in out
     from engine.store import Store
 
-    [row] = Store(db).leaderboard()
+    store = Store(db)
+    [row] = store.leaderboard()
     assert row["status"] == "completed" and row["miou"] is not None and row["latency_ms"] > 0
+    assert row["mpc"] is not None and row["rpc"] is not None and "mPC" in out  # the sweep, on the leaderboard
+    [sweep] = store.robustness()
+    assert [(r["corruption"], r["severity"]) for r in sweep["results"]] == [("impulse_noise", 3), ("frost", 3)]
+    assert (tmp_path / "corruption-cache").is_dir()
+    assert sorted((e["dataset"], e["condition"]) for e in store.evaluations()) == [  # the other streets, kept apart
+        ("synthetic", ""), ("synthetic-acdc", "fog"), ("synthetic-acdc", "night"), ("synthetic-acdc", "rain"),
+        ("synthetic-acdc", "snow")]

@@ -135,7 +135,7 @@ def test_recipe_columns_are_read_from_a_recipe_as_stored():
     from engine.store import recipe_columns
 
     cols = recipe_columns(load_recipe("hrnetv2_w48_adamw_dropout", "quick").to_dict())
-    assert cols == {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.0, "epochs": 40, "dropout": 0.3,
+    assert cols == {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.0, "epochs": 18, "dropout": 0.3,
                     "batch_size": 4, "train_size": "64x32",
                     "description": "HRNetV2-W48, AdamW 1e-4, StepLR(5, 0.5), Dropout 0.3."}
     assert recipe_columns({})["lr"] is None and recipe_columns({"schedule": "odd"})["optimizer"] is None
@@ -179,7 +179,7 @@ def test_leaderboard_latest_evaluation_sorting_and_filters(store):
     d = _start(store, variant="d", arch="bisenet")
     _evaluate(store, a, 0.90, variant="a")
     _evaluate(store, a, 0.20, variant="a")  # latest evaluation wins, even though it is worse
-    _evaluate(store, b, 0.60, variant="b", per_class_iou=_ious(0.6))
+    _evaluate(store, b, 0.60, variant="b", per_class_iou=_ious(0.6), dataset="cityscapes")  # b's own dataset
     _evaluate(store, d, 0.70, variant="d")
     _evaluate(store, None, 0.99, variant="loose")  # no run: never on the leaderboard
     for r in (a, b, d):
@@ -359,16 +359,25 @@ def test_mark_stale_running(store):
     assert store.mark_stale_running(0) == 2 and len(store.runs(status="interrupted")) == 3
 
 
-def _make_v1_store(url: str) -> tuple[str, int]:
-    """A store as schema version 1 left it: today's tables minus `checkpoints`, meta says 1."""
+def _make_old_store(url: str, version: int = 1) -> tuple[str, int]:
+    """A store as schema version 2 left it (today's tables minus the robustness tables and
+    `evaluations.condition`), or version 1 (also minus `checkpoints`); meta says which."""
     s = Store(url)
-    rid = _start(s, variant="from_v1")
+    rid = _start(s, variant=f"from_v{version}")
     _epoch(s, rid, 1, miou=0.25)
-    _evaluate(s, rid, 0.3, variant="from_v1")
+    _evaluate(s, rid, 0.3, variant=f"from_v{version}")
     s.close()
-    _sql(url, "DROP TABLE checkpoints")
-    _sql(url, "UPDATE meta SET value='1' WHERE key='schema_version'")
+    _sql(url, "DROP TABLE corruption_results")
+    _sql(url, "DROP TABLE robustness_sweeps")
+    _sql(url, 'ALTER TABLE evaluations DROP COLUMN "condition"')
+    if version == 1:
+        _sql(url, "DROP TABLE checkpoints")
+    _sql(url, f"UPDATE meta SET value='{version}' WHERE key='schema_version'")
     return url, rid
+
+
+def _make_v1_store(url: str) -> tuple[str, int]:
+    return _make_old_store(url, 1)
 
 
 def _tables(url: str) -> set[str]:
@@ -381,14 +390,17 @@ def _tables(url: str) -> set[str]:
         eng.dispose()
 
 
-def test_v1_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_path):
-    url, rid = _make_v1_store(store_url)
-    assert "checkpoints" not in _tables(url)
+@pytest.mark.parametrize("version", [1, 2])
+def test_old_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_path, version):
+    url, rid = _make_old_store(store_url, version)
+    assert ("checkpoints" in _tables(url)) == (version == 2) and "robustness_sweeps" not in _tables(url)
     s = Store(url)
     assert _sql(url, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 2
-    assert [r["variant"] for r in s.runs()] == ["from_v1"] and [e["epoch"] for e in s.epochs(rid)] == [1]
-    assert s.leaderboard()[0]["miou"] == pytest.approx(0.3)
+    assert SCHEMA_VERSION == 3
+    assert {"checkpoints", "robustness_sweeps", "corruption_results"} <= _tables(url)
+    assert [r["variant"] for r in s.runs()] == [f"from_v{version}"] and [e["epoch"] for e in s.epochs(rid)] == [1]
+    assert s.leaderboard()[0]["miou"] == pytest.approx(0.3)  # the old evaluation: no condition, in-distribution
+    assert [e["condition"] for e in s.evaluations()] == [""]
     s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="u", run_id=rid)
     assert s.checkpoint_record(tmp_path / "w" / "best.pt")["sha256"] == "cd" * 32
     s.close()
@@ -410,7 +422,7 @@ def test_v1_store_opened_by_several_processes_at_once(store_url):
 def test_newer_schema_version_is_refused_untouched(store_url):
     url, _ = _make_v1_store(store_url)
     _sql(url, "UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(StoreVersionError, match=r"has schema version 99, but this code expects schema version 2"):
+    with pytest.raises(StoreVersionError, match=rf"has schema version 99, but this code expects schema version {SCHEMA_VERSION}"):
         Store(url)
     assert "checkpoints" not in _tables(url)  # nothing written to a store it cannot use
 
@@ -426,3 +438,42 @@ def test_record_checkpoint_upserts_by_resolved_path(store, tmp_path):
     assert rec["kind"] == "best" and rec["run_id"] == rid and rec["written_at"].tzinfo is not None
     assert store.checkpoint_record(tmp_path / "w" / "last.pt") is None
     assert _sql(store.url, "SELECT COUNT(*) FROM checkpoints") == [(1,)]
+
+
+def test_other_streets_and_corruption_sweeps_never_stand_in_for_the_in_distribution_figures(store_url):
+    s = Store(store_url)
+    rid = _start(s)
+    own = _evaluate(s, rid, 0.4)
+    _evaluate(s, rid, 0.1, dataset="synthetic-acdc", condition="fog", profile=False)  # later, other streets
+    _evaluate(s, rid, 0.2, dataset="bdd100k", profile=False)
+    [row] = s.leaderboard()
+    assert row["evaluation_id"] == own and row["miou"] == pytest.approx(0.4) and row["mpc"] is None
+    assert [(e["dataset"], e["condition"]) for e in s.evaluations()] == [
+        ("synthetic", ""), ("synthetic-acdc", "fog"), ("bdd100k", "")]
+    assert [e["miou"] for e in s.evaluations(dataset="bdd100k")] == [pytest.approx(0.2)]
+    assert {r["class_name"]: r["iou"] for r in s.class_iou_table()} == pytest.approx(_ious(0.4))
+
+    def sweep(dataset, condition, clean, values):
+        results = [{"corruption": c, "group": g, "severity": sev,
+                    "metrics": Metrics(miou=v, pixel_accuracy=0.5, per_class_iou=_ious(v), num_images=5)}
+                   for (c, g, sev), v in zip([("gaussian_noise", "noise", 1), ("fog", "weather", 3)], values)]
+        return s.record_robustness(run_id=rid, variant="deeplabv3plus_r50", checkpoint="/w/x.pt",
+                                   checkpoint_sha256="ab" * 32, dataset=dataset, condition=condition, split="val",
+                                   eval_size="512x256", library="imagecorruptions-imaug 1.1.5",
+                                   clean=Metrics(miou=clean, pixel_accuracy=0.9, per_class_iou=_ious(clean),
+                                                 num_images=5),
+                                   mpc=sum(values) / 2, rpc=sum(values) / 2 / clean,
+                                   groups={"noise": values[0], "weather": values[1]}, results=results)
+
+    first = sweep("synthetic", "", 0.4, [0.3, 0.1])
+    sweep("synthetic-acdc", "night", 0.2, [0.05, 0.05])  # later, but on other streets
+    [row] = s.leaderboard()
+    assert row["robustness_id"] == first and row["mpc"] == pytest.approx(0.2) and row["rpc"] == pytest.approx(0.5)
+    [latest] = s.robustness(latest=True)
+    assert latest["id"] == first and latest["groups"] == {"noise": pytest.approx(0.3), "weather": pytest.approx(0.1)}
+    assert [(r["corruption"], r["group"], r["severity"], r["miou"]) for r in latest["results"]] == [
+        ("gaussian_noise", "noise", 1, pytest.approx(0.3)), ("fog", "weather", 3, pytest.approx(0.1))]
+    assert latest["results"][1]["per_class_iou"] == pytest.approx(_ious(0.1))
+    assert latest["clean_per_class_iou"] == pytest.approx(_ious(0.4))
+    assert [w["condition"] for w in s.robustness()] == ["", "night"]
+    s.close()

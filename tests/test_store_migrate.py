@@ -2,6 +2,8 @@
 server of tests/postgres.py) and into another SQLite file, every row equal, ids and relations kept."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from engine.classes import CLASS_NAMES
@@ -42,6 +44,15 @@ def _source(tmp_path) -> str:
         s.record_benchmark(kind="video", variant="a", size="64x32", device="cpu", threads=2, precision="fp32",
                            backend="eager", torch_version="2.4", metrics={"fps": 12.5, "frames": [1, 2]})
         s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="b" * 32, run_id=b)
+        s.record_evaluation(run_id=a, variant="a", checkpoint="/w/a/best.pt", checkpoint_sha256="ab" * 32,
+                            dataset="synthetic-acdc", condition="fog", split="val", eval_size="64x32",
+                            metrics=Metrics(0.2, 0.8, ious, num_images=2))
+        m = Metrics(0.2, 0.8, ious, num_images=2)
+        s.record_robustness(run_id=a, variant="a", checkpoint="/w/a/best.pt", checkpoint_sha256="ab" * 32,
+                            dataset="synthetic", split="val", eval_size="64x32", library="imagecorruptions-imaug 1.1.5",
+                            clean=Metrics(0.33, 0.9, ious, num_images=2), mpc=0.2, rpc=0.2 / 0.33,
+                            groups={"noise": 0.2},
+                            results=[{"corruption": "shot_noise", "group": "noise", "severity": 2, "metrics": m}])
     return url
 
 
@@ -50,14 +61,14 @@ def _everything(url, tmp_path) -> dict:
         runs = s.runs()
         return {"runs": runs, "epochs": {r["id"]: s.epochs(r["id"]) for r in runs}, "evaluations": s.evaluations(),
                 "leaderboard": s.leaderboard(), "benchmarks": s.benchmarks(), "class_ious": s.class_iou_table(),
-                "checkpoint": s.checkpoint_record(tmp_path / "w" / "best.pt")}
+                "checkpoint": s.checkpoint_record(tmp_path / "w" / "best.pt"), "robustness": s.robustness()}
 
 
 def test_migrate_to_copies_every_row(tmp_path, store_url):
     src = _source(tmp_path)
     counts = copy_store(src, store_url)
-    assert counts == {"runs": 3, "epochs": 3, "evaluations": 3, "class_ious": 3 * len(CLASS_NAMES),
-                      "checkpoints": 1, "benchmarks": 1}
+    assert counts == {"runs": 3, "epochs": 3, "evaluations": 4, "class_ious": 4 * len(CLASS_NAMES),
+                      "checkpoints": 1, "benchmarks": 1, "robustness_sweeps": 1, "corruption_results": 1}
     before, after = _everything(src, tmp_path), _everything(store_url, tmp_path)
     assert after == before
     assert after["evaluations"][0]["per_class_iou"]["train"] is None and after["checkpoint"]["run_id"] == 2
@@ -75,7 +86,7 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
                                   profile=Profile(params=1, size_mb=1.0, gflops=1.0, latency_ms=1.0, device="cpu",
                                                   threads=1, precision="fp32", resolution="64x32"))
         s.record_checkpoint(tmp_path / "w" / "last.pt", "ef" * 32, kind="last", run_id=rid)
-        assert (rid, bid, eid) == (4, 2, 4)
+        assert (rid, bid, eid) == (4, 2, 5)
         assert [e["id"] for e in s.epochs(rid)] == [4]
         assert s.checkpoint_record(tmp_path / "w" / "last.pt")["id"] == 2
 
@@ -87,7 +98,7 @@ def test_cli_migrate_to(tmp_path, store_url, capsys):
     src = _source(tmp_path)
     assert main(["db", "migrate-to", store_url, "--db", src]) == 0
     out = capsys.readouterr().out
-    assert "copied" in out and "runs" in out and f"class_ious   {3 * len(CLASS_NAMES)}" in out
+    assert "copied" in out and "runs" in out and re.search(rf"class_ious +{4 * len(CLASS_NAMES)}\n", out)
     assert _everything(store_url, tmp_path) == _everything(src, tmp_path)
 
     assert main(["db", "migrate-to", store_url, "--db", src]) == 2  # the target now holds results

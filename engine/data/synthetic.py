@@ -1022,13 +1022,8 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def write_synthetic_dataset(out, train: int = 24, val: int = 8, size: tuple[int, int] = (512, 256),
-                            seed: int = 0) -> dict[str, int]:
-    """Writes the dataset under `out`; returns {"train": n, "val": n}. size is (width, height).
-
-    Deterministic for a seed (identical bytes on rerun). Every train class appears in each split:
-    classes still missing are required, rarest first, in the remaining scenes of the split.
-    README.txt is removed first and written last, so an interrupted run never looks complete."""
+def scene_size(train, val, size) -> tuple[int, int]:
+    """(width, height) after checking the counts and the size; ValueError naming what is wrong."""
     for name, n in (("train", train), ("val", val)):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"{name} must be a whole number of images >= 1, got {n!r}")
@@ -1037,17 +1032,17 @@ def write_synthetic_dataset(out, train: int = 24, val: int = 8, size: tuple[int,
     except (TypeError, ValueError):
         raise ValueError(f"size must be (width, height), got {size!r}") from None
     _check_size(width, height)
-    width, height = int(width), int(height)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    readme = out / "README.txt"
-    readme.unlink(missing_ok=True)
+    return int(width), int(height)
+
+
+def scenes(train: int = 24, val: int = 8, size: tuple[int, int] = (512, 256), seed: int = 0):
+    """The scenes `write_synthetic_dataset` writes, in order, whatever the layout they are written in:
+    (split, city, stem, rgb uint8 HxWx3, label_ids uint8 HxW, instance_ids int32 HxW). Every train class
+    appears in each split: classes still missing are required, rarest first, in the remaining scenes."""
+    width, height = scene_size(train, val, size)
     counts = {"train": int(train), "val": int(val)}
     for split_idx, split in enumerate(SPLITS):
         cities = TRAIN_CITIES if split == "train" else VAL_CITIES
-        for city in cities:                                                 # drop stale scenes of an earlier run
-            for kind in ("leftImg8bit", "gtFine"):
-                shutil.rmtree(out / kind / split / city, ignore_errors=True)
         n, seen = counts[split], set()
         for i in range(n):
             missing = [c for c in RARITY_ORDER if c not in seen]
@@ -1056,14 +1051,34 @@ def write_synthetic_dataset(out, train: int = 24, val: int = 8, size: tuple[int,
             seen |= present_classes(lab)
             city = cities[i * len(cities) // n]
             seq = i - math.ceil(cities.index(city) * n / len(cities))
-            stem = f"{city}_{seq:06d}_{FRAME:06d}"
-            img_dir, gt_dir = out / "leftImg8bit" / split / city, out / "gtFine" / split / city
-            img_dir.mkdir(parents=True, exist_ok=True)
-            gt_dir.mkdir(parents=True, exist_ok=True)
-            _write_png(img_dir / f"{stem}_leftImg8bit.png", rgb)
-            _write_png(gt_dir / f"{stem}_gtFine_labelIds.png", lab)
-            _write_png(gt_dir / f"{stem}_gtFine_instanceIds.png", inst.astype(np.uint16))
-            _write_png(gt_dir / f"{stem}_gtFine_color.png", LABEL_COLORS[lab])
+            yield split, city, f"{city}_{seq:06d}_{FRAME:06d}", rgb, lab, inst
+
+
+def write_synthetic_dataset(out, train: int = 24, val: int = 8, size: tuple[int, int] = (512, 256),
+                            seed: int = 0) -> dict[str, int]:
+    """Writes the dataset under `out`; returns {"train": n, "val": n}. size is (width, height).
+
+    Deterministic for a seed (identical bytes on rerun). Every train class appears in each split
+    (see `scenes`). README.txt is removed first and written last, so an interrupted run never looks
+    complete."""
+    width, height = scene_size(train, val, size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    readme = out / "README.txt"
+    readme.unlink(missing_ok=True)
+    counts = {"train": int(train), "val": int(val)}
+    for split in SPLITS:
+        for city in TRAIN_CITIES if split == "train" else VAL_CITIES:     # drop stale scenes of an earlier run
+            for kind in ("leftImg8bit", "gtFine"):
+                shutil.rmtree(out / kind / split / city, ignore_errors=True)
+    for split, city, stem, rgb, lab, inst in scenes(train, val, size, seed):
+        img_dir, gt_dir = out / "leftImg8bit" / split / city, out / "gtFine" / split / city
+        img_dir.mkdir(parents=True, exist_ok=True)
+        gt_dir.mkdir(parents=True, exist_ok=True)
+        _write_png(img_dir / f"{stem}_leftImg8bit.png", rgb)
+        _write_png(gt_dir / f"{stem}_gtFine_labelIds.png", lab)
+        _write_png(gt_dir / f"{stem}_gtFine_instanceIds.png", inst.astype(np.uint16))
+        _write_png(gt_dir / f"{stem}_gtFine_color.png", LABEL_COLORS[lab])
     tmp = out / "README.txt.tmp"
     tmp.write_text(
         "Synthetic street scenes in the Cityscapes layout (NOT real Cityscapes data).\n"
