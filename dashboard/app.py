@@ -20,6 +20,7 @@ PAGES = [
     st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", default=True),
     st.Page("views/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
     st.Page("views/per_class.py", title="Per-class", icon=":material/grid_on:"),
+    st.Page("views/robustness.py", title="Robustness", icon=":material/thunderstorm:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("views/coverage.py", title="Coverage", icon=":material/pie_chart:"),
 ]

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.classes import CATEGORIES, CLASS_NAMES, PALETTE
-from dashboard.tables import EFFICIENCY_AXES
+from dashboard.tables import EFFICIENCY_AXES, GROUPS
 
 CLASS_COLORS = [f"rgb({r},{g},{b})" for r, g, b in PALETTE.tolist()]
 # A category is drawn in the colour of its first class (flat = road, vehicle = car, ...).
@@ -29,18 +29,22 @@ def pareto_front(df: pd.DataFrame, x: str, y: str = "miou") -> pd.DataFrame:
     return pts.loc[keep]
 
 
-def tradeoff_figure(df: pd.DataFrame, x: str, *, log_x: bool = False) -> go.Figure:
-    """mIoU against an efficiency axis, one colour per architecture, the Pareto front as a step line
-    with a ring around each of its runs.
+def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str = "mIoU (val)",
+                    log_x: bool = False) -> go.Figure:
+    """Accuracy (`y`: mIoU by default, or mPC, or the mIoU on another dataset) against an efficiency
+    axis, one colour per architecture, the Pareto front (on these two axes) as a step line with a
+    ring around each of its runs.
     Each point carries its run_id in customdata (clicking selects it)."""
-    fig = px.scatter(df, x=x, y="miou", color="arch", color_discrete_map=ARCH_COLORS, log_x=log_x,
-                     custom_data=["run_id"], hover_name="variant",
-                     hover_data={c: True for c in _HOVER if c in df} | {"arch": False, "run_id": False},
-                     labels={x: EFFICIENCY_AXES[x], "miou": "mIoU (val)", "arch": "Architecture"})
+    hover = {c: True for c in _HOVER if c in df} | {"arch": False, "run_id": False}
+    if y != "miou" and "miou" in df:
+        hover["miou"] = ":.3f"
+    fig = px.scatter(df, x=x, y=y, color="arch", color_discrete_map=ARCH_COLORS, log_x=log_x,
+                     custom_data=["run_id"], hover_name="variant", hover_data=hover,
+                     labels={x: EFFICIENCY_AXES[x], y: y_label, "miou": "mIoU (val)", "arch": "Architecture"})
     fig.update_traces(marker=dict(size=13, line=dict(width=1, color="white")))
-    front = pareto_front(df, x)
+    front = pareto_front(df, x, y)
     if len(front):  # a ring around each run on the front, so that a front of one run shows too
-        fig.add_trace(go.Scatter(x=front[x], y=front["miou"], mode="lines+markers", name="Pareto front",
+        fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines+markers", name="Pareto front",
                                  line=dict(color="rgba(90,90,90,0.7)", dash="dash", shape="hv"),
                                  marker=dict(symbol="circle-open", size=22, color="rgba(90,90,90,0.7)"),
                                  customdata=front[["run_id"]], hoverinfo="skip"))  # a click on a ring picks its run
@@ -75,19 +79,24 @@ def _class_color_strip(fig: go.Figure, y0: float = 1.01, y1: float = 1.05) -> No
                       fillcolor=color, line=dict(width=0))
 
 
-def class_iou_heatmap(matrix: pd.DataFrame) -> go.Figure:
-    """Runs x 19 classes, IoU in [0, 1]; a strip of class colours above the columns; blank = class
-    absent from the evaluated split."""
+def _class_heatmap(matrix: pd.DataFrame, *, colorscale: str, colorbar: dict, hover: str) -> go.Figure:
+    """Rows x 19 classes in [0, 1], values written in the cells, under the strip of class colours."""
     text = matrix.map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     fig = go.Figure(go.Heatmap(z=matrix.values, x=list(range(len(CLASS_NAMES))), y=list(matrix.index),
-                               text=text.values, texttemplate="%{text}", zmin=0, zmax=1, colorscale="Viridis",
-                               colorbar=dict(title="IoU"), customdata=[CLASS_NAMES] * len(matrix),
-                               hovertemplate="%{y}<br>%{customdata}: IoU %{z:.3f}<extra></extra>"))
+                               text=text.values, texttemplate="%{text}", zmin=0, zmax=1, colorscale=colorscale,
+                               colorbar=colorbar, customdata=[CLASS_NAMES] * len(matrix),
+                               hovertemplate="%{y}<br>%{customdata}: " + hover + "<extra></extra>"))
     fig.update_xaxes(tickvals=list(range(len(CLASS_NAMES))), ticktext=CLASS_NAMES, tickangle=-45)
     fig.update_yaxes(autorange="reversed")
     _class_color_strip(fig)
     fig.update_layout(height=max(260, 60 + 34 * len(matrix)), margin=dict(l=10, r=10, t=30, b=10))
     return fig
+
+
+def class_iou_heatmap(matrix: pd.DataFrame) -> go.Figure:
+    """Runs x 19 classes, IoU in [0, 1]; a strip of class colours above the columns; blank = class
+    absent from the evaluated split."""
+    return _class_heatmap(matrix, colorscale="Viridis", colorbar=dict(title="IoU"), hover="IoU %{z:.3f}")
 
 
 def class_diff_figure(matrix: pd.DataFrame, a: str, b: str) -> go.Figure:
@@ -151,4 +160,113 @@ def benchmark_figure(bench: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="frames per second (end to end)", col=1)
     fig.update_layout(barmode="group", height=420, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.35))
+    return fig
+
+
+# ---- robustness ----
+
+RUN_PALETTE = px.colors.qualitative.Plotly
+DOMAIN_PALETTE = ["#4c566a", "#88c0d0", "#5e81ac", "#ebcb8b", "#a3be8c", "#d08770", "#b48ead", "#bf616a"]
+
+
+def run_colors(runs) -> dict[str, str]:
+    """One colour per run label, the same in every robustness chart."""
+    return {r: RUN_PALETTE[i % len(RUN_PALETTE)] for i, r in enumerate(dict.fromkeys(runs))}
+
+
+def severity_figure(curves: pd.DataFrame, colors: dict[str, str] | None = None, wrap: int = 4) -> go.Figure:
+    """Small multiples of `tables.severity_curves`: one panel per corruption (its group in the title),
+    mIoU against severity (0 = clean), one line per run."""
+    corruptions = list(dict.fromkeys(curves["corruption"]))
+    groups = dict(zip(curves["corruption"], curves["group"]))
+    wrap = max(1, min(wrap, len(corruptions)))
+    fig = px.line(curves, x="severity", y="miou", color="run", facet_col="corruption", facet_col_wrap=wrap,
+                  facet_row_spacing=0.12 if len(corruptions) > wrap else 0.03, facet_col_spacing=0.04,
+                  markers=True, color_discrete_map=colors or run_colors(curves["run"]),
+                  category_orders={"corruption": corruptions}, custom_data=["corruption"],
+                  labels={"miou": "mIoU", "severity": "severity", "run": "Run"})
+    fig.for_each_annotation(lambda a: a.update(text=f"{a.text.split('=', 1)[-1]} ({groups.get(a.text.split('=', 1)[-1], '')})"))
+    fig.update_traces(hovertemplate="%{customdata[0]}, severity %{x}: mIoU %{y:.3f}<extra>%{fullData.name}</extra>")
+    fig.update_xaxes(tickvals=[0, 1, 2, 3, 4, 5], ticktext=["clean", "1", "2", "3", "4", "5"], range=[-0.3, 5.3],
+                     title_text="")
+    top = curves["miou"].max()
+    fig.update_yaxes(range=[0, min(1.0, top * 1.15) if top == top and top > 0 else 1.0], tickformat=".2f")
+    rows = -(-len(corruptions) // wrap)
+    fig.update_layout(height=110 + 230 * rows, margin=dict(l=10, r=10, t=60, b=10), legend_title_text="",
+                      legend=dict(orientation="h", y=0.99, yanchor="top", x=0, xanchor="left", yref="container"))
+    return fig
+
+
+def mpc_figure(summary: pd.DataFrame, colors: dict[str, str] | None = None) -> go.Figure:
+    """Per run, from `tables.robustness_summary`: clean mIoU (grey) next to mPC (the run's colour),
+    and rPC = mPC / clean mIoU."""
+    colors = colors or run_colors(summary["run"])
+    run_colours = [colors[r] for r in summary["run"]]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("Clean mIoU and mPC (mean mIoU under corruptions)", "rPC = mPC / clean mIoU"))
+    fig.add_trace(go.Bar(x=summary["run"], y=summary["clean_miou"], name="clean mIoU", marker_color="#c8ccd4",
+                         text=summary["clean_miou"], texttemplate="%{text:.3f}", textposition="outside",
+                         hovertemplate="%{x}<br>clean mIoU %{y:.3f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(x=summary["run"], y=summary["mpc"], name="mPC", marker_color=run_colours,
+                         text=summary["mpc"], texttemplate="%{text:.3f}", textposition="outside",
+                         hovertemplate="%{x}<br>mPC %{y:.3f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(x=summary["run"], y=summary["rpc"], name="rPC", marker_color=run_colours, showlegend=False,
+                         text=summary["rpc"], texttemplate="%{text:.0%}", textposition="inside",
+                         insidetextanchor="end",
+                         hovertemplate="%{x}<br>rPC %{y:.1%}<extra></extra>"), row=1, col=2)
+    fig.add_hline(y=1, line_dash="dot", line_color="grey", row=1, col=2)
+    top = max([1.0, *summary["rpc"].dropna()]) * 1.15
+    fig.update_yaxes(title_text="mIoU", tickformat=".2f", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(tickformat=".0%", range=[0, top], row=1, col=2)
+    fig.update_layout(barmode="group", height=380, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.2), uniformtext_minsize=9)
+    return fig
+
+
+def group_retention_figure(retention: pd.DataFrame, colors: dict[str, str] | None = None) -> go.Figure:
+    """`tables.group_retention`: per corruption group, one bar per run, group mean mIoU / clean mIoU
+    (1 = as good as on clean images)."""
+    fig = go.Figure()
+    colors = colors or run_colors(retention["run"])
+    order = [g for g in GROUPS if g in set(retention["group"])]
+    for run, g in retention.groupby("run", sort=False):
+        g = g.set_index("group").reindex([o for o in order if o in set(g["group"])]).reset_index()
+        fig.add_trace(go.Bar(x=g["group"], y=g["retention"], name=run, marker_color=colors[run],
+                             customdata=g[["miou", "clean_miou"]], text=g["retention"], texttemplate="%{text:.0%}",
+                             textposition="inside", insidetextanchor="end",
+                             hovertemplate=f"{run}<br>%{{x}}: %{{y:.1%}} of clean<br>mIoU %{{customdata[0]:.3f}} "
+                                           f"(clean %{{customdata[1]:.3f}})<extra></extra>"))
+    fig.add_hline(y=1, line_dash="dot", line_color="grey", annotation_text="clean", annotation_position="top left")
+    top = max([1.0, *retention["retention"].dropna()]) * 1.15
+    fig.update_xaxes(categoryorder="array", categoryarray=order)
+    fig.update_layout(barmode="group", height=360, margin=dict(l=10, r=10, t=30, b=10), yaxis_tickformat=".0%",
+                      yaxis_range=[0, top], yaxis_title="mIoU retained (group mean / clean)",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def class_retention_heatmap(matrix: pd.DataFrame) -> go.Figure:
+    """Rows (runs, or the groups of one run) x 19 classes: each class's IoU under corruption / its
+    clean IoU, red where a class breaks, under the strip of class colours; blank = no clean IoU."""
+    return _class_heatmap(matrix, colorscale="RdYlGn", colorbar=dict(title="retained", tickformat=".0%"),
+                          hover="%{z:.1%} of its clean IoU")
+
+
+def domain_shift_figure(frame: pd.DataFrame) -> go.Figure:
+    """`tables.domain_shift_frame`: per run, its mIoU on each dataset and condition side by side,
+    the training dataset (clean) first."""
+    fig = go.Figure()
+    domains = list(dict.fromkeys(frame["domain"]))
+    runs = list(dict.fromkeys(frame["run"]))
+    for i, (domain, g) in enumerate(frame.groupby("domain", sort=False)):
+        name = f"{domain} (in-distribution)" if g["in_distribution"].all() else domain
+        fig.add_trace(go.Bar(x=g["run"], y=g["miou"], name=name, marker_color=DOMAIN_PALETTE[i % len(DOMAIN_PALETTE)],
+                             text=g["miou"], texttemplate="%{text:.3f}", textposition="outside",
+                             customdata=g[["num_images"]],
+                             hovertemplate=f"%{{x}}<br>{domain}: mIoU %{{y:.3f}} (%{{customdata[0]}} images)"
+                                           "<extra></extra>"))
+    fig.update_xaxes(categoryorder="array", categoryarray=runs)
+    fig.update_layout(barmode="group", height=380, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="mIoU",
+                      yaxis_tickformat=".2f", yaxis_rangemode="tozero", legend=dict(orientation="h", y=-0.2),
+                      legend_title_text="" if len(domains) else None)
     return fig

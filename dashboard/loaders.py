@@ -48,6 +48,18 @@ def benchmarks(url: str, kind: str) -> list[dict]:
     return store(url).benchmarks(kind)
 
 
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def robustness(url: str, run_ids: tuple[int, ...]) -> list[dict]:
+    """Every corruption sweep of these runs (oldest first), with its results."""
+    return store(url).robustness(list(run_ids))
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def evaluations(url: str) -> list[dict]:
+    """Every evaluation in the store (oldest first): every dataset and condition."""
+    return store(url).evaluations()
+
+
 @dataclass(frozen=True)
 class Model:
     """A trained checkpoint in the weights folder, with the store's record of the run that wrote it."""

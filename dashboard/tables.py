@@ -1,7 +1,8 @@
 """Pure pandas views of the store's rows, shaped for display. Every number comes straight from
-`engine.store` (leaderboard, class_iou_table, epochs; the recipe's columns from
-`engine.store.recipe_columns`): nothing is recomputed here, only renamed, unit-converted (params in
-millions, seconds in minutes) and filtered."""
+`engine.store` (leaderboard, class_iou_table, epochs, robustness, evaluations; the recipe's columns
+from `engine.store.recipe_columns`): renamed, unit-converted (params in millions, seconds in
+minutes) and filtered. The only numbers made here are the robustness ratios of stored numbers
+(retention = mIoU or IoU under corruption / clean), and the latest row per run and dataset."""
 from __future__ import annotations
 
 import pandas as pd
@@ -18,7 +19,7 @@ EFFICIENCY_AXES = {
 }
 
 LEADERBOARD_COLUMNS = {  # frame column -> heading, in the order the Leaderboard page shows them
-    "variant": "Variant", "status": "Status", "miou": "mIoU", "pixel_accuracy": "Pixel acc.",
+    "variant": "Variant", "status": "Status", "miou": "mIoU", "pixel_accuracy": "Pixel acc.", "mpc": "mPC", "rpc": "rPC",
     "params_m": "Params (M)", "size_mb": "Size (MB)", "gflops": "GFLOPs", "latency_ms": "Latency (ms)",
     "train_minutes": "Train time (min)", "dataset": "Dataset", "arch": "Architecture", "backbone": "Backbone",
     "optimizer": "Optimizer", "lr": "LR", "weight_decay": "Weight decay", "dropout": "Dropout",
@@ -44,6 +45,7 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
             "batch_size": r.get("batch_size"), "train_size": r.get("train_size"),
             "epochs_label": f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"]),
             "profile": r.get("profile"), "miou": r.get("miou"), "pixel_accuracy": r.get("pixel_accuracy"),
+            "mpc": r.get("mpc"), "rpc": r.get("rpc"),
             "params_m": r["params"] / 1e6 if r.get("params") is not None else None,
             "size_mb": r.get("size_mb"), "gflops": r.get("gflops"), "latency_ms": r.get("latency_ms"),
             "latency_setup": latency_setup,
@@ -52,7 +54,7 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
             "error": r.get("error"), "description": r.get("description"),
         })
     df = pd.DataFrame(out, columns=["run_id", *LEADERBOARD_COLUMNS, "description"])
-    numeric = ["miou", "pixel_accuracy", "params_m", "size_mb", "gflops", "latency_ms", "train_minutes",
+    numeric = ["miou", "pixel_accuracy", "mpc", "rpc", "params_m", "size_mb", "gflops", "latency_ms", "train_minutes",
                "images_per_second", "lr", "weight_decay", "dropout", "batch_size"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")  # missing -> NaN (a blank cell), not None
     return df
@@ -106,3 +108,163 @@ def benchmark_frame(rows: list[dict]) -> pd.DataFrame:
     flat = [{**r, **(r.get("metrics") or {})} for r in rows]
     df = pd.DataFrame(flat, columns=cols)
     return df.drop_duplicates(["variant", "size", "device", "precision", "backend"], keep="last").reset_index(drop=True)
+
+
+# ---- robustness (`Store.robustness()` sweeps) and domain shift (`Store.evaluations()`) ----
+
+GROUPS = ("noise", "blur", "weather", "digital", "held-out")  # engine.robustness's groups, in its order
+ACCURACY_AXES = {"miou": "mIoU (val)", "mpc": "mPC (mean mIoU under corruptions)"}  # + one per other dataset
+
+
+def domain_label(dataset: str, condition: str | None = "") -> str:
+    """'synthetic-acdc · fog', or just the dataset when there is no condition."""
+    return f"{dataset} · {condition}" if condition else dataset
+
+
+def sweep_targets(sweeps: list[dict], labels: dict[int, str], own_dataset: str) -> list[tuple[str, str]]:
+    """The (dataset, condition) pairs these runs were swept on: their training dataset, clean, first."""
+    pairs = {(w["dataset"], w["condition"] or "") for w in sweeps if w["run_id"] in labels}
+    return sorted(pairs, key=lambda p: (p != (own_dataset, ""), p))
+
+
+def latest_sweeps(sweeps: list[dict], labels: dict[int, str], dataset: str, condition: str = "") -> list[dict]:
+    """`Store.robustness()` rows (oldest first) -> the latest sweep of each run in `labels` on one
+    dataset and condition, in the order of `labels`."""
+    latest = {}
+    for w in sweeps:
+        if w["run_id"] in labels and w["dataset"] == dataset and (w["condition"] or "") == (condition or ""):
+            latest[w["run_id"]] = w
+    return [latest[r] for r in labels if r in latest]
+
+
+def robustness_summary(sweeps: list[dict], labels: dict[int, str]) -> pd.DataFrame:
+    """One row per sweep: run, clean mIoU, mPC, rPC and the group means as the store has them, and
+    what was swept (corruptions, severities, images, input size, library)."""
+    cols = ["run_id", "run", "variant", "clean_miou", "mpc", "rpc", *GROUPS, "corruptions", "severities",
+            "num_images", "eval_size", "split", "library", "created_at", "robustness_id"]
+    rows = []
+    for w in sweeps:
+        res = w["results"]
+        rows.append({"run_id": w["run_id"], "run": labels[w["run_id"]], "variant": w["variant"],
+                     "clean_miou": w["clean_miou"], "mpc": w["mpc"], "rpc": w["rpc"],
+                     **{g: (w["groups"] or {}).get(g) for g in GROUPS},
+                     "corruptions": ", ".join(dict.fromkeys(r["corruption"] for r in res)),
+                     "severities": ", ".join(str(s) for s in sorted({r["severity"] for r in res})),
+                     "num_images": w["num_images"], "eval_size": w["eval_size"], "split": w["split"],
+                     "library": w["library"], "created_at": w["created_at"], "robustness_id": w["id"]})
+    df = pd.DataFrame(rows, columns=cols)
+    numeric = ["clean_miou", "mpc", "rpc", *GROUPS]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def severity_curves(sweeps: list[dict], labels: dict[int, str]) -> pd.DataFrame:
+    """mIoU against severity, long (run_id, run, corruption, group, severity, miou): severity 0 is
+    the sweep's clean mIoU, repeated for each corruption swept; corruptions in the library's order."""
+    rows = []
+    for w in sweeps:
+        run, seen = labels[w["run_id"]], set()
+        for r in w["results"]:
+            if r["corruption"] not in seen:
+                seen.add(r["corruption"])
+                rows.append({"run_id": w["run_id"], "run": run, "corruption": r["corruption"], "group": r["group"],
+                             "severity": 0, "miou": w["clean_miou"]})
+            rows.append({"run_id": w["run_id"], "run": run, "corruption": r["corruption"], "group": r["group"],
+                         "severity": int(r["severity"]), "miou": r["miou"]})
+    df = pd.DataFrame(rows, columns=["run_id", "run", "corruption", "group", "severity", "miou"])
+    order = {c: i for i, c in enumerate(dict.fromkeys(df["corruption"]))}
+    df["miou"] = pd.to_numeric(df["miou"], errors="coerce")
+    return df.sort_values(["corruption", "run_id", "severity"], key=lambda s: s.map(order) if s.name == "corruption"
+                          else s, kind="stable").reset_index(drop=True)
+
+
+def _ratio(under, clean) -> float:
+    if under is None or clean is None or pd.isna(under) or pd.isna(clean) or clean <= 0:
+        return float("nan")
+    return float(under) / float(clean)
+
+
+def group_retention(sweeps: list[dict], labels: dict[int, str]) -> pd.DataFrame:
+    """Retention per corruption group, long (run_id, run, group, miou, clean_miou, retention):
+    the group's mean mIoU as the sweep recorded it, divided by the sweep's clean mIoU."""
+    rows = [{"run_id": w["run_id"], "run": labels[w["run_id"]], "group": g, "miou": (w["groups"] or {})[g],
+             "clean_miou": w["clean_miou"], "retention": _ratio((w["groups"] or {})[g], w["clean_miou"])}
+            for w in sweeps for g in GROUPS if g in (w["groups"] or {})]
+    return pd.DataFrame(rows, columns=["run_id", "run", "group", "miou", "clean_miou", "retention"])
+
+
+def _class_retention(sweep: dict, results: list[dict]) -> list[float]:
+    """Per class: the mean of its IoU over `results` (a class's missing IoUs skipped) / its clean IoU."""
+    clean = sweep["clean_per_class_iou"] or {}
+    out = []
+    for name in CLASS_NAMES:
+        values = [r["per_class_iou"].get(name) for r in results if r.get("per_class_iou")]
+        values = [v for v in values if v is not None and not pd.isna(v)]
+        out.append(_ratio(sum(values) / len(values), clean.get(name)) if values else float("nan"))
+    return out
+
+
+def class_retention_by_run(sweeps: list[dict], labels: dict[int, str]) -> pd.DataFrame:
+    """Runs x 19 classes: each class's IoU averaged over every corruption and severity swept,
+    divided by its clean IoU (NaN: the class is absent from the clean evaluation or scored 0 there)."""
+    return pd.DataFrame([_class_retention(w, w["results"]) for w in sweeps],
+                        index=[labels[w["run_id"]] for w in sweeps], columns=CLASS_NAMES, dtype=float)
+
+
+def class_retention_by_group(sweep: dict) -> pd.DataFrame:
+    """Corruption groups x 19 classes for one sweep: as `class_retention_by_run`, per group."""
+    present = [g for g in GROUPS if any(r["group"] == g for r in sweep["results"])]
+    return pd.DataFrame([_class_retention(sweep, [r for r in sweep["results"] if r["group"] == g]) for g in present],
+                        index=present, columns=CLASS_NAMES, dtype=float)
+
+
+def weakest_classes(matrix: pd.DataFrame, n: int = 3) -> dict[str, list[tuple[str, float]]]:
+    """Row -> its n classes with the lowest retention (the ones that break first), lowest first."""
+    return {row: [(c, float(v)) for c, v in matrix.loc[row].dropna().nsmallest(n).items()] for row in matrix.index}
+
+
+def domain_shift_frame(evaluations: list[dict], labels: dict[int, str], own_dataset: str) -> pd.DataFrame:
+    """`Store.evaluations()` rows -> the latest evaluation of each run in `labels` per (dataset,
+    condition): run_id, run, dataset, condition, domain, in_distribution, miou, pixel_accuracy,
+    num_images, checkpoint_sha256. The training dataset without a condition first, then the others
+    by dataset and condition; runs in the order of `labels`."""
+    latest = {}
+    for e in evaluations:  # oldest first
+        if e["run_id"] in labels:
+            latest[(e["run_id"], e["dataset"], e["condition"] or "")] = e
+    cols = ["run_id", "run", "dataset", "condition", "domain", "in_distribution", "miou", "pixel_accuracy",
+            "num_images", "checkpoint_sha256"]
+    rows = [{"run_id": rid, "run": labels[rid], "dataset": ds, "condition": cond, "domain": domain_label(ds, cond),
+             "in_distribution": (ds, cond) == (own_dataset, ""), "miou": e["miou"],
+             "pixel_accuracy": e["pixel_accuracy"], "num_images": e["num_images"],
+             "checkpoint_sha256": e["checkpoint_sha256"]} for (rid, ds, cond), e in latest.items()]
+    df = pd.DataFrame(rows, columns=cols)
+    if df.empty:
+        return df
+    run_order = {r: i for i, r in enumerate(labels)}
+    df = df.assign(_d=~df["in_distribution"], _r=df["run_id"].map(run_order))
+    return df.sort_values(["_d", "dataset", "condition", "_r"]).drop(columns=["_d", "_r"]).reset_index(drop=True)
+
+
+def domain_shift_matrix(frame: pd.DataFrame) -> pd.DataFrame:
+    """`domain_shift_frame` as runs x domains (mIoU), both in the frame's order."""
+    if frame.empty:
+        return pd.DataFrame(dtype=float)
+    wide = frame.pivot_table(index="run", columns="domain", values="miou", aggfunc="first", sort=False)
+    return wide.reindex(index=list(dict.fromkeys(frame["run"])), columns=list(dict.fromkeys(frame["domain"])))
+
+
+def with_accuracy_axes(runs: pd.DataFrame, evaluations: list[dict]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The accuracy axes the Trade-offs page offers for these runs (one training dataset): clean mIoU,
+    mPC, and the mIoU on every other dataset and condition any of them was evaluated on (the latest
+    evaluation of each run there, as column `miou@<dataset>/<condition>`). Returns (runs with those
+    columns added, column -> label)."""
+    own = set(runs["dataset"])
+    frame = domain_shift_frame(evaluations, {int(r): "" for r in runs["run_id"]}, next(iter(own), ""))
+    frame = frame[~frame["in_distribution"]] if not frame.empty else frame
+    axes, out = dict(ACCURACY_AXES), runs.copy()
+    for (ds, cond), part in (frame.groupby(["dataset", "condition"], sort=False) if not frame.empty else []):
+        col = f"miou@{ds}/{cond}" if cond else f"miou@{ds}"
+        axes[col] = f"mIoU on {domain_label(ds, cond)}"
+        out[col] = pd.to_numeric(out["run_id"].map(dict(zip(part["run_id"], part["miou"]))), errors="coerce")
+    return out, axes

@@ -62,15 +62,18 @@ class _Writers:
 
 
 def process_video(path, predict_a: Predict, predict_b: Predict, out_dir: Path, *, max_frames: int | None,
-                  mode: str, alpha: float, visible, on_frame: Callable[[int], None] | None = None) -> VideoComparison:
-    """Predict every frame (up to max_frames) with both models, write the three MP4s, keep the predictions."""
+                  mode: str, alpha: float, visible, on_frame: Callable[[int], None] | None = None,
+                  transform: Callable[[np.ndarray, int], np.ndarray] | None = None) -> VideoComparison:
+    """Predict every frame (up to max_frames) with both models, write the three MP4s, keep the predictions.
+    `transform(frame, index)`, when given, replaces each frame before the models see it (and is what
+    is kept and drawn): the Compare page's corruption."""
     info = video.probe(path)
     result = VideoComparison(fps=info.fps or 25.0, view=(mode, alpha, tuple(visible)))
     writers = _Writers(Path(out_dir), result.fps)
     try:
         batch, done = [], 0
-        for image in video.read_frames(path, max_frames=max_frames):
-            batch.append(image)
+        for k, image in enumerate(video.read_frames(path, max_frames=max_frames)):
+            batch.append(transform(image, k) if transform else image)
             if len(batch) == BATCH:
                 done = _process_batch(batch, predict_a, predict_b, result, writers, (mode, alpha, visible), done, on_frame)
                 batch = []

@@ -20,8 +20,8 @@ from dashboard import server  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-PAGES = {"leaderboard": "", "tradeoffs": "tradeoffs", "per_class": "per_class", "compare": "compare",
-         "coverage": "coverage"}
+PAGES = {"leaderboard": "", "tradeoffs": "tradeoffs", "per_class": "per_class", "robustness": "robustness",
+         "compare": "compare", "coverage": "coverage"}
 
 
 def launch(p):
@@ -42,6 +42,30 @@ def toggle(page, label: str) -> None:
     wait_idle(page)
 
 
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`."""
+    page.get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def corrupt(page, corruption: str) -> None:
+    """Compare: switch on "Apply a corruption" and pick NAME:SEVERITY (e.g. fog:3)."""
+    name, _, severity = corruption.partition(":")
+    toggle(page, "Apply a corruption")
+    from engine.robustness import group_of
+
+    choose(page, "Corruption", f"{group_of(name)} · {name.replace('_', ' ')}")
+    if severity:
+        slider = page.get_by_role("slider", name="Severity")
+        slider.focus()
+        for _ in range(5):  # the slider starts at 3: down to 1, then up to the severity
+            page.keyboard.press("ArrowLeft")
+        for _ in range(int(severity) - 1):
+            page.keyboard.press("ArrowRight")
+        wait_idle(page)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
@@ -49,26 +73,33 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--full", action="store_true", help="the whole page, not just the first screen")
     ap.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES))
+    ap.add_argument("--corruption", metavar="NAME:SEVERITY", default="fog:3",
+                    help="Compare also shot with this corruption applied (compare_corrupted.png); '' for none")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     with server.running(log_path=a.out / "streamlit.log") as url, sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": a.width, "height": a.height})
-        for name in a.pages:
+        shots = [(name, name) for name in a.pages]
+        if "compare" in a.pages and a.corruption:
+            shots.append(("compare", "compare_corrupted"))
+        for name, shot in shots:
             path = PAGES[name]
             page.goto(f"{url}/{path}")
             wait_idle(page)
             if name == "compare":
                 toggle(page, "Use a sample street scene")
+            if shot == "compare_corrupted":
+                corrupt(page, a.corruption)
             if name == "coverage":
                 toggle(page, "Use 4 sample street scenes")
             if a.full:  # Streamlit scrolls inside its main block: grow the window to the content instead
                 height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
                 page.set_viewport_size({"width": a.width, "height": max(a.height, int(height))})
                 wait_idle(page)
-            page.screenshot(path=str(a.out / f"{name}.png"))
+            page.screenshot(path=str(a.out / f"{shot}.png"))
             page.set_viewport_size({"width": a.width, "height": a.height})
-            print(a.out / f"{name}.png")
+            print(a.out / f"{shot}.png")
         browser.close()
 
 

@@ -3,6 +3,7 @@ trained by the engine into a real SQLite store. Everything small: the suite runs
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -81,6 +82,42 @@ def dashboard_data(tmp_path_factory, trained, synth_root):
     for variant in (trained.variant, unet.name):  # a real (tiny) `python -m engine bench` row each
         record(store, bench_video(variant, size=(64, 32), frames=2, options=InferenceOptions(batch_size=2),
                                   device="cpu", weights_dir=weights, repeats=1))
+    sweeps, shifts = robustness_rows(store, synth_root, weights, (trained.variant, unet.name))
     store.close()
     return SimpleNamespace(db=db, weights=weights, variants=(trained.variant, unet.name), results=results,
+                           sweeps=sweeps, shifts=shifts,
                            env={"RESULTS_DB": db, "WEIGHTS_DIR": str(weights), "SEGBENCH_OFFLINE": "1"})
+
+
+SWEPT = ("gaussian_noise", "fog")  # two groups (noise, weather); both fast (glass_blur would JIT-compile for 5 s)
+SHIFTS = ("fog", "night")  # synthetic-ACDC conditions each checkpoint is evaluated on
+
+
+def robustness_rows(store, data_root, weights, variants):
+    """What `python -m engine robustness` records (a real sweep of each variant: SWEPT at severities
+    1 and 3 on the first val image, `--limit 1`), and what `evaluate --dataset acdc` records on two
+    conditions of a tiny synthetic ACDC copy. Returns ({variant: robustness id}, {(variant, condition): miou})."""
+    from engine import robustness
+    from engine.data.cityscapes import CityscapesDataset
+    from engine.data.synthetic_layouts import write_layout
+    from engine.data.transforms import EvalTransform
+    from engine.evaluate import evaluate_checkpoint, load_checkpoint
+
+    acdc = Path(data_root).parent / "synthetic-acdc"
+    if not (acdc / "README.txt").is_file():
+        write_layout("acdc", acdc, train=1, val=1, size=(128, 64), seed=0)
+    sweeps, shifts = {}, {}
+    for variant in variants:
+        m = load_checkpoint(variant=variant, weights_dir=weights, store=store, device="cpu")
+        data = CityscapesDataset(data_root, "val", EvalTransform(m.size))
+        sweep = robustness.run_sweep(m.model, data, m.device, corruptions=list(SWEPT), severities=(1, 3), limit=1,
+                                     workers=0, progress=False)
+        run_id = store.run_by_uid(m.run_uid)["id"]
+        sweeps[variant] = robustness.record(store, sweep, run_id=run_id, variant=variant, checkpoint=str(m.path),
+                                            checkpoint_sha256=m.sha256, dataset=data.name, condition="", split="val",
+                                            eval_size=m.eval_size)
+        for condition in SHIFTS:
+            shifts[(variant, condition)] = evaluate_checkpoint(
+                variant=variant, weights_dir=weights, dataset="acdc", data_root=acdc, condition=condition,
+                device="cpu", store=store, progress=False)["miou"]
+    return sweeps, shifts

@@ -2,8 +2,10 @@
 checkpoints trained by the engine (fixture `dashboard_data`)."""
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import sqlite3
 import zipfile
 from pathlib import Path
@@ -282,3 +284,163 @@ def test_a_video_upload_named_to_climb_out_stays_in_the_session_folder(app, tmp_
     workdir = Path(at.session_state["_compare_dir"])
     inside = list(workdir.rglob("climb.mp4"))
     assert len(inside) == 1 and not (workdir.parent / "climb.mp4").exists() and not (workdir / "climb.mp4").exists()
+
+
+# ---------------------------------------------------------------- robustness
+
+def _spec(chart) -> dict:
+    return json.loads(chart.proto.spec)
+
+
+def _values(v) -> list:
+    """A plotly JSON array: a list, or a typed array ({dtype, bdata}, base64)."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)
+
+
+def _sweeps(dashboard_data) -> dict[str, dict]:
+    from engine.store import Store
+
+    with Store(dashboard_data.db) as store:
+        return {w["variant"]: w for w in store.robustness(latest=True)}
+
+
+def test_robustness_page_draws_the_sweeps_and_the_domain_shift_from_the_store(app, dashboard_data):
+    from tests.conftest import SHIFTS, SWEPT
+
+    sweeps = _sweeps(dashboard_data)
+    assert {v: w["id"] for v, w in sweeps.items()} == dashboard_data.sweeps
+    at = app("robustness")
+    assert at.title[0].value == "Robustness" and not at.error and not at.warning
+    assert set(at.multiselect(key="robustness_runs").value) == {w["run_id"] for w in sweeps.values()}
+    mpc, severity, groups, classes, domains = (_spec(c) for c in at.get("plotly_chart"))
+    # mPC and rPC bars: the store's numbers, run for run
+    bars = {d["name"]: dict(zip(d["x"], _values(d["y"]))) for d in mpc["data"]}
+    for v, w in sweeps.items():
+        assert bars["mPC"][v] == pytest.approx(w["mpc"]) and bars["rPC"][v] == pytest.approx(w["rpc"])
+        assert bars["clean mIoU"][v] == pytest.approx(w["clean_miou"])
+    # one panel per corruption, one line per run, severity 0 = the clean mIoU
+    assert [a["text"] for a in severity["layout"]["annotations"]] == ["gaussian_noise (noise)", "fog (weather)"]
+    assert len(severity["data"]) == len(SWEPT) * len(sweeps)
+    for line in severity["data"]:
+        w = sweeps[line["name"]]
+        assert _values(line["x"]) == [0, 1, 3] and _values(line["y"])[0] == pytest.approx(w["clean_miou"])
+    # retention per group: the group's mean / clean
+    for bar in groups["data"]:
+        w = sweeps[bar["name"]]
+        assert list(bar["x"]) == ["noise", "weather"]
+        assert _values(bar["y"]) == pytest.approx([w["groups"][g] / w["clean_miou"] for g in bar["x"]])
+    assert classes["data"][0]["type"] == "heatmap" and list(classes["data"][0]["y"]) == list(sweeps)
+    at.radio(key="robustness_class_rows").set_value("groups").run()
+    assert list(_spec(at.get("plotly_chart")[3])["data"][0]["y"]) == ["noise", "weather"]
+    # other datasets and conditions: the training dataset first, each run's own rows
+    assert [d["name"] for d in domains["data"]] == ["synthetic (in-distribution)"] + [
+        f"synthetic-acdc · {c}" for c in SHIFTS]
+    for d in domains["data"][1:]:
+        condition = d["name"].split(" · ")[1]
+        assert _values(d["y"]) == pytest.approx([dashboard_data.shifts[(v, condition)] for v in d["x"]])
+    captions = _texts(at, "caption")
+    assert "imagecorruptions-imaug" in captions and "severities 1, 3" in captions
+    assert "python -m engine robustness" in captions and "on 1 val image of synthetic" in captions
+
+
+def test_robustness_page_without_sweeps_names_the_commands_that_fill_it(app, dashboard_data, tmp_path):
+    db = tmp_path / "no_sweeps.db"
+    with sqlite3.connect(dashboard_data.db.removeprefix("sqlite:///")) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM corruption_results")
+        c.execute("DELETE FROM robustness_sweeps")
+        c.execute("DELETE FROM class_ious WHERE evaluation_id IN (SELECT id FROM evaluations WHERE condition != '')")
+        c.execute("DELETE FROM evaluations WHERE condition != ''")
+    at = app("robustness", {"RESULTS_DB": f"sqlite:///{db}"})
+    info = _texts(at, "info")
+    assert "No corruption sweep of these runs yet" in info and "python -m engine robustness --variant" in info
+    assert "python -m engine evaluate --variant" in info and "--dataset acdc" in info
+    assert not at.get("plotly_chart") and not at.error
+    at = app("tradeoffs", {"RESULTS_DB": f"sqlite:///{db}"})
+    at.selectbox(key="tradeoff_y").set_value("mpc").run()
+    assert "python -m engine robustness" in _texts(at, "warning") and not at.exception
+
+
+def test_tradeoffs_accuracy_axis_mpc_or_another_dataset(app, dashboard_data):
+    from dashboard import charts
+
+    sweeps = _sweeps(dashboard_data)
+    variant_of = {w["run_id"]: v for v, w in sweeps.items()}
+    at = app("tradeoffs")
+    y = at.selectbox(key="tradeoff_y")
+    assert y.value == "miou" and y.options[:2] == list(tables.ACCURACY_AXES.values())
+    assert {"mIoU on synthetic-acdc · fog", "mIoU on synthetic-acdc · night"} <= set(y.options)
+
+    def points() -> dict[int, float]:
+        scatter = _spec(at.get("plotly_chart")[0])
+        return {d["customdata"][0][0]: _values(d["y"])[0] for d in scatter["data"] if d["name"] != "Pareto front"}
+
+    y.set_value("mpc").run()
+    assert points() == pytest.approx({w["run_id"]: w["mpc"] for w in sweeps.values()})
+    scatter = _spec(at.get("plotly_chart")[0])
+    assert scatter["layout"]["yaxis"]["title"]["text"] == tables.ACCURACY_AXES["mpc"]
+    front = [d for d in scatter["data"] if d["name"] == "Pareto front"][0]
+    expected = charts.pareto_front(tables.leaderboard_frame(_leaderboard(dashboard_data)), "params_m", "mpc")
+    assert _values(front["y"]) == pytest.approx(list(expected["mpc"]))  # the front on mPC, not on mIoU
+    assert "Pareto front** (Parameters (M), mPC" in _texts(at, "markdown")
+    y.set_value("miou@synthetic-acdc/fog").run()
+    assert points() == pytest.approx({rid: dashboard_data.shifts[(v, "fog")] for rid, v in variant_of.items()})
+    assert len(at.get("plotly_chart")) == 3 and not at.exception
+
+
+def _leaderboard(dashboard_data) -> list[dict]:
+    from engine.store import Store
+
+    with Store(dashboard_data.db) as store:
+        return [r for r in store.leaderboard() if r["status"] == "completed"]
+
+
+def test_compare_with_a_corruption_runs_the_models_once_per_corruption(app, dashboard_data):
+    from engine.robustness import corrupt, seed_for
+
+    at = app("compare")
+    at.file_uploader(key="compare_upload").set_value(("street.png", _png(160, 96), "image/png")).run()
+    assert at.session_state["inference_calls"] == 2 and len(at.get("image")) == 2
+    at.toggle(key="compare_corrupt").set_value(True).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="compare_corruption").value == "gaussian_noise" and at.slider(key="compare_severity").value == 3
+    assert at.session_state["inference_calls"] == 4  # switched on: both models once on the corrupted image
+    at.selectbox(key="compare_corruption").set_value("fog").run()
+    at.slider(key="compare_severity").set_value(5).run()
+    assert at.session_state["inference_calls"] == 8  # and once more for each change of corruption or severity
+    images = at.get("image")
+    assert len(images) == 4 and "fog, severity 5: what both models see" in images[1].captions[0]
+    (_, name, severity), digest, corrupted, _ = at.session_state["_compare_corrupted"]
+    clean = media.decode_image("street.png", _png(160, 96))
+    assert (name, severity) == ("fog", 5)
+    assert np.array_equal(corrupted, corrupt(clean, "fog", 5, seed_for("street", "fog", 5)))
+    assert {k[-1] for k in at.session_state["_predictions"]} == {digest}  # predictions of the corrupted image
+    at.slider(key="alpha").set_value(0.8).run()
+    at.radio(key="view_mode").set_value("disagreement").run()
+    assert at.session_state["inference_calls"] == 8  # the view re-draws from the kept predictions
+    at.file_uploader(key="compare_upload").set_value(("tiny.png", media.encode_png(np.full((24, 40, 3), 128, np.uint8)), "image/png")).run()
+    assert "tiny.png: corruptions need images of at least 32x32 pixels, got 40x24" in _texts(at, "error")
+    assert not at.exception
+
+
+def test_compare_a_video_with_a_corruption_on_every_frame(app, tmp_path):
+    from engine.robustness import corrupt, seed_for
+
+    clip = tmp_path / "drive.mp4"
+    video.write_video(clip, [render_scene(np.random.default_rng(k), 96, 48)[0] for k in range(2)], fps=5)
+    at = app("compare")
+    at.file_uploader(key="compare_upload").set_value(("drive.mp4", clip.read_bytes(), "video/mp4")).run()
+    at.toggle(key="compare_corrupt").set_value(True).run()
+    at.selectbox(key="compare_corruption").set_value("fog").run()
+    assert "Each frame gets fog at severity 3" in _texts(at, "caption")
+    at.button(key="process_video").click().run()
+    assert not at.exception and not at.error
+    result = at.session_state["_video_result"]
+    for i, frame in enumerate(video.read_frames(clip)):
+        expected = corrupt(frame, "fog", 3, seed_for(f"drive_{i:06d}", "fog", 3))
+        assert np.abs(result.frame(i)[0].astype(int) - expected).mean() < 4  # kept as JPEG
+        assert np.abs(result.frame(i)[0].astype(int) - frame).mean() > 8
+    assert [b.proto.label for b in at.get("download_button")][-1] == "Side by side (MP4)"

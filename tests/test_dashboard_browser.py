@@ -42,7 +42,7 @@ if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 TITLES = {"leaderboard": "Leaderboard", "tradeoffs": "Trade-offs", "per_class": "Per-class IoU",
-          "compare": "Compare two models", "coverage": "Class coverage"}
+          "robustness": "Robustness", "compare": "Compare two models", "coverage": "Class coverage"}
 WIDTH, HEIGHT = 1400, 900
 TIMEOUT_MS = 120_000  # a first model load on 2 busy CPU cores can be slow
 UPLOADER = "[data-testid='stFileUploader'] input[type=file]"
@@ -136,8 +136,8 @@ def test_every_page_renders_without_errors(page, name, out_dir):
     open_page(page, name)
     # reached by its own URL, a page still runs inside the app's navigation (not as a bare script)
     nav = page.locator("[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']")
-    expect(nav).to_have_text([re.compile(f"{t}$") for t in ("Leaderboard", "Trade-offs", "Per-class", "Compare",
-                                                            "Coverage")])  # after the icon's ligature name
+    expect(nav).to_have_text([re.compile(f"{t}$") for t in ("Leaderboard", "Trade-offs", "Per-class", "Robustness",
+                                                            "Compare", "Coverage")])  # after the icon's ligature name
     expect(page.locator("[data-testid='stSidebarUserContent'] h3")).to_have_text(re.compile("segbench$"))
     assert_healthy(page)
     assert screenshot(page, out_dir / f"{name}.png").stat().st_size > 10_000
@@ -195,6 +195,26 @@ def test_tradeoffs_click_selects_a_model_for_compare(page, dashboard_data):
     click_point(page, chart, chart.locator(".scatterlayer path.point").nth(1), shift=True)
     expect(message).to_have_text(re.compile(r"model A = \w+, model B = \w+$"), timeout=TIMEOUT_MS)
     assert set(re.findall(r"= (\w+)", message.inner_text())) == set(dashboard_data.variants)
+
+
+def test_robustness_page_draws_its_charts(page, dashboard_data, out_dir):
+    """The sweeps of `dashboard_data` drawn by plotly in the browser: the mPC/rPC bars, one panel
+    per corruption, the group retention, the per-class heatmap under its class colours, the domain shift."""
+    open_page(page, "robustness")
+    charts = page.locator("[data-testid='stPlotlyChart']")
+    expect(charts).to_have_count(5)
+    for k in range(5):
+        expect(charts.nth(k).locator(".main-svg").first).to_be_visible()
+    severity = charts.nth(1)
+    for title in ("gaussian_noise (noise)", "fog (weather)"):
+        expect(severity.locator(".annotation-text", has_text=title)).to_have_count(1)
+    expect(severity.locator(".scatterlayer .trace")).to_have_count(2 * len(dashboard_data.variants))
+    expect(charts.nth(3).locator(".hm image, .heatmaplayer image").first).to_be_attached()
+    expect(charts.nth(4).locator(".legendtext", has_text="synthetic-acdc · fog")).to_have_count(1)
+    best = page.locator("[data-testid='stMetric']").filter(has_text="Best mPC")
+    expect(best.locator("[data-testid='stMetricValue']")).to_have_text(re.compile(r"^0\.\d{3}$"))
+    assert_healthy(page)
+    screenshot(page, out_dir / "robustness_charts.png")
 
 
 def test_compare_an_uploaded_image_and_a_corrupt_one(page, dashboard_data, tmp_path, out_dir):

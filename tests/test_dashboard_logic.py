@@ -227,3 +227,157 @@ def test_benchmark_frame_keeps_the_latest_row_per_setup_and_plots_both_paths():
     onnx = tables.benchmark_frame([row("a", "512x256", 2.0, 1), {**row("a", "512x256", 4.0, 2), "backend": "onnx"}])
     names = [t.name for t in charts.benchmark_figure(onnx).data]
     assert names == ["baseline (eager fp32, 1 frame)", "fast: torch fp32, batch 4", "fast: onnx fp32, batch 4"]
+
+
+# ---------------------------------------------------------------- robustness
+
+def _sweep(sweep_id, run_id, clean, results, *, dataset="synthetic", condition="", groups=None, variant=None):
+    """A `Store.robustness()` row: results are (corruption, group, severity, miou, {class: iou})."""
+    res = [{"corruption": c, "group": g, "severity": s, "miou": m, "pixel_accuracy": 0.5, "per_class_iou": pc}
+           for c, g, s, m, pc in results]
+    if groups is None:
+        groups = {g: float(np.mean([r["miou"] for r in res if r["group"] == g])) for g in dict.fromkeys(r["group"] for r in res)}
+    mpc = float(np.mean([r["miou"] for r in res]))
+    return {"id": sweep_id, "run_id": run_id, "variant": variant or f"v{run_id}", "checkpoint": "best.pt",
+            "checkpoint_sha256": "ab" * 32, "dataset": dataset, "condition": condition, "split": "val",
+            "num_images": 2, "eval_size": "64x32", "library": "imagecorruptions-imaug 1.1.5",
+            "clean_miou": clean["miou"], "clean_per_class_iou": clean["per_class"], "mpc": mpc,
+            "rpc": mpc / clean["miou"] if clean["miou"] else None, "groups": groups,
+            "created_at": datetime(2026, 1, sweep_id, tzinfo=timezone.utc), "results": res}
+
+
+@pytest.fixture
+def sweeps():
+    clean_a = {"miou": 0.5, "per_class": {"road": 0.8, "sky": 0.4, "car": None, "person": 0.0}}
+    a = _sweep(2, 1, clean_a, [
+        ("gaussian_noise", "noise", 1, 0.4, {"road": 0.6, "sky": 0.2, "person": 0.1}),
+        ("gaussian_noise", "noise", 3, 0.2, {"road": 0.4, "sky": 0.0, "person": 0.0}),
+        ("fog", "weather", 1, 0.45, {"road": 0.8, "sky": None}),
+        ("fog", "weather", 3, 0.35, {"road": 0.7, "sky": 0.2})])
+    old_a = _sweep(1, 1, clean_a, [("fog", "weather", 1, 0.1, {"road": 0.1})])            # replaced by sweep 2
+    fog_a = _sweep(3, 1, clean_a, [("fog", "weather", 1, 0.3, {"road": 0.3})], dataset="synthetic-acdc", condition="fog")
+    b = _sweep(4, 2, {"miou": 0.25, "per_class": {"road": 0.5}}, [
+        ("gaussian_noise", "noise", 1, 0.2, {"road": 0.4}), ("gaussian_noise", "noise", 3, 0.1, {"road": 0.2}),
+        ("fog", "weather", 1, 0.25, {"road": 0.5}), ("fog", "weather", 3, 0.2, {"road": 0.45})])
+    return [old_a, a, fog_a, b]
+
+
+def test_robustness_tables_latest_sweep_curves_and_retention(sweeps):
+    labels = {2: "b", 1: "a"}
+    assert tables.sweep_targets(sweeps, labels, "synthetic") == [("synthetic", ""), ("synthetic-acdc", "fog")]
+    latest = tables.latest_sweeps(sweeps, labels, "synthetic")
+    assert [w["id"] for w in latest] == [4, 2]  # the latest of each run, in the order of the labels
+    assert [w["id"] for w in tables.latest_sweeps(sweeps, labels, "synthetic-acdc", "fog")] == [3]
+
+    summary = tables.robustness_summary(latest, labels)
+    assert list(summary["run"]) == ["b", "a"] and list(summary["mpc"]) == [w["mpc"] for w in latest]
+    assert summary.loc[1, "corruptions"] == "gaussian_noise, fog" and summary.loc[1, "severities"] == "1, 3"
+    assert np.isnan(summary.loc[1, "blur"]) and summary.loc[1, "noise"] == pytest.approx(0.3)
+
+    curves = tables.severity_curves(latest, labels)
+    assert list(dict.fromkeys(curves["corruption"])) == ["gaussian_noise", "fog"]
+    a_noise = curves[(curves["run"] == "a") & (curves["corruption"] == "gaussian_noise")]
+    assert list(a_noise["severity"]) == [0, 1, 3] and list(a_noise["miou"]) == [0.5, 0.4, 0.2]  # 0: clean
+
+    retention = tables.group_retention(latest, labels).set_index(["run", "group"])["retention"]
+    assert retention["a", "noise"] == pytest.approx(0.3 / 0.5) and retention["b", "weather"] == pytest.approx(0.225 / 0.25)
+    zero = dict(latest[1], clean_miou=0.0)
+    assert tables.group_retention([zero], labels)["retention"].isna().all()  # no clean accuracy: no ratio
+
+    by_run = tables.class_retention_by_run(latest, labels)
+    assert list(by_run.index) == ["b", "a"] and list(by_run.columns) == CLASS_NAMES
+    assert by_run.loc["a", "road"] == pytest.approx(np.mean([0.6, 0.4, 0.8, 0.7]) / 0.8)
+    assert by_run.loc["a", "sky"] == pytest.approx(np.mean([0.2, 0.0, 0.2]) / 0.4)  # a missing IoU is skipped
+    assert np.isnan(by_run.loc["a", "car"]) and np.isnan(by_run.loc["a", "person"])  # clean None, clean 0
+    by_group = tables.class_retention_by_group(latest[1])
+    assert list(by_group.index) == ["noise", "weather"] and by_group.loc["noise", "road"] == pytest.approx(0.5 / 0.8)
+    assert tables.weakest_classes(by_run, 2)["a"] == [("sky", pytest.approx(1 / 3)), ("road", pytest.approx(0.625 / 0.8))]
+
+
+def test_robustness_figures_carry_the_numbers(sweeps):
+    labels = {1: "a", 2: "b"}
+    latest = tables.latest_sweeps(sweeps, labels, "synthetic")
+    summary = tables.robustness_summary(latest, labels)
+    colors = charts.run_colors(summary["run"])
+    fig = charts.mpc_figure(summary, colors)
+    bars = {t.name: list(t.y) for t in fig.data}
+    assert bars["mPC"] == [w["mpc"] for w in latest] and bars["rPC"] == [w["rpc"] for w in latest]
+    assert bars["clean mIoU"] == [0.5, 0.25] and list(fig.data[1].marker.color) == [colors["a"], colors["b"]]
+
+    sev = charts.severity_figure(tables.severity_curves(latest, labels), colors)
+    assert [a.text for a in sev.layout.annotations] == ["gaussian_noise (noise)", "fog (weather)"]
+    assert len(sev.data) == 4 and {t.line.color for t in sev.data if t.name == "a"} == {colors["a"]}
+    assert list(sev.layout.xaxis.ticktext) == ["clean", "1", "2", "3", "4", "5"]
+
+    ret = charts.group_retention_figure(tables.group_retention(latest, labels), colors)
+    assert [t.name for t in ret.data] == ["a", "b"] and list(ret.data[0].x) == ["noise", "weather"]
+    assert list(ret.data[0].y) == pytest.approx([0.3 / 0.5, 0.4 / 0.5])
+
+    heat = charts.class_retention_heatmap(tables.class_retention_by_run(latest, labels))
+    assert heat.data[0].z.shape == (2, NUM_CLASSES) and heat.data[0].text[0][CLASS_NAMES.index("car")] == ""
+    assert [s.fillcolor for s in heat.layout.shapes] == charts.CLASS_COLORS
+
+
+def test_domain_shift_frame_and_the_accuracy_axes(frame):
+    def ev(run_id, dataset, condition, miou, sha="s1"):
+        return {"run_id": run_id, "variant": "x", "dataset": dataset, "condition": condition, "miou": miou,
+                "pixel_accuracy": 0.5, "num_images": 2, "checkpoint_sha256": sha, "per_class_iou": {}}
+    evals = [ev(2, "synthetic", "", 0.5), ev(2, "synthetic-acdc", "night", 0.1), ev(2, "synthetic-acdc", "fog", 0.2),
+             ev(4, "synthetic-acdc", "fog", 0.05), ev(4, "synthetic-acdc", "fog", 0.3),  # the later one counts
+             ev(4, "synthetic", "", 0.6), ev(6, "kitti", "", 0.15), ev(99, "kitti", "", 0.9)]
+    shift = tables.domain_shift_frame(evals, {4: "d", 2: "b"}, "synthetic")
+    assert list(shift["domain"]) == ["synthetic", "synthetic", "synthetic-acdc · fog", "synthetic-acdc · fog",
+                                     "synthetic-acdc · night"]
+    assert list(shift["run"])[:2] == ["d", "b"] and shift["in_distribution"].tolist() == [True, True, False, False, False]
+    matrix = tables.domain_shift_matrix(shift)
+    assert matrix.loc["d", "synthetic-acdc · fog"] == 0.3 and np.isnan(matrix.loc["d", "synthetic-acdc · night"])
+    fig = charts.domain_shift_figure(shift)
+    assert [t.name for t in fig.data] == ["synthetic (in-distribution)", "synthetic-acdc · fog", "synthetic-acdc · night"]
+
+    done = tables.evaluated(frame)
+    runs = done[done["dataset"] == "synthetic"].assign(mpc=[0.2, 0.4, 0.3, None])
+    runs, axes = tables.with_accuracy_axes(runs, evals)
+    assert list(axes) == ["miou", "mpc", "miou@synthetic-acdc/fog", "miou@synthetic-acdc/night"]
+    assert axes["miou@synthetic-acdc/fog"] == "mIoU on synthetic-acdc · fog"
+    assert runs.set_index("run_id")["miou@synthetic-acdc/fog"].to_dict() == pytest.approx(
+        {1: np.nan, 2: 0.2, 3: np.nan, 4: 0.3}, nan_ok=True)
+    assert list(charts.pareto_front(runs, "params_m", "mpc")["variant"]) == ["a", "b"]  # on mPC: d (no mPC) is out
+    fig = charts.tradeoff_figure(runs.dropna(subset=["mpc"]), "params_m", y="mpc", y_label=axes["mpc"])
+    front = [t for t in fig.data if t.name == "Pareto front"][0]
+    assert list(front.y) == [0.2, 0.4] and fig.layout.yaxis.title.text == axes["mpc"]
+
+
+def test_robustness_numbers_from_a_real_store(dashboard_data):
+    from engine.store import Store
+
+    with Store(dashboard_data.db) as store:
+        rows, sweeps = store.leaderboard(), store.robustness()
+    labels = {r["run_id"]: r["variant"] for r in rows if r["robustness_id"]}
+    latest = tables.latest_sweeps(sweeps, labels, "synthetic")
+    assert {w["id"] for w in latest} == {r["robustness_id"] for r in rows if r["robustness_id"]}
+    summary = tables.robustness_summary(latest, labels).set_index("run_id")
+    board = tables.leaderboard_frame(rows).set_index("run_id")
+    assert summary["mpc"].to_dict() == pytest.approx(board.loc[summary.index, "mpc"].to_dict())  # the Leaderboard's
+    assert summary["rpc"].to_dict() == pytest.approx(board.loc[summary.index, "rpc"].to_dict())
+    retention = tables.group_retention(latest, labels)
+    for w in latest:
+        mine = retention[retention["run_id"] == w["run_id"]].set_index("group")["retention"]
+        assert mine.to_dict() == pytest.approx({g: m / w["clean_miou"] for g, m in w["groups"].items()})
+    bars = {t.name: list(t.y) for t in charts.mpc_figure(tables.robustness_summary(latest, labels)).data}
+    assert bars["mPC"] == pytest.approx([w["mpc"] for w in latest])
+
+
+def test_video_comparison_runs_both_models_on_the_transformed_frames(tmp_path):
+    frames = [np.full((36, 50, 3), 40 * k, np.uint8) for k in range(3)]
+    src = tmp_path / "clip.mp4"
+    video.write_video(src, frames, fps=10)
+    seen = []
+
+    def predict(images):
+        seen.extend(float(img.mean()) for img in images)
+        return [np.zeros(img.shape[:2], np.uint8) for img in images]
+
+    res = process_video(src, predict, predict, tmp_path / "out", max_frames=3, mode="overlay", alpha=0.0,
+                        visible=[], transform=lambda frame, i: np.full_like(frame, 200 + i))
+    assert seen == pytest.approx([200, 201, 202] * 2, abs=0.01)  # each frame replaced before both models see it
+    assert abs(float(res.frame(2)[0].mean()) - 202) < 3          # and kept as the transformed frame

@@ -1,4 +1,5 @@
 """Compare: two models on your own image or video, side by side at the original resolution."""
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,6 +11,7 @@ from dashboard import loaders, media, widgets
 from dashboard.video_compare import process_video, reencode, render_pair
 from engine import images, render, video
 from engine.coverage import class_pixels
+from engine.errors import UserError
 from engine.data.synthetic import render_scene
 
 st.title("Compare two models")
@@ -77,6 +79,51 @@ else:
         st.error(str(e))
         st.stop()
 
+
+# ---- an optional corruption of the input (engine.robustness), before both models see it ----
+def corruption_control() -> tuple[str, int] | None:
+    """(corruption, severity) chosen, or None when "Apply a corruption" is off (the default)."""
+    t, c1, c2 = st.columns([1, 2, 1], vertical_alignment="bottom")
+    if not t.toggle("Apply a corruption", key="compare_corrupt",
+                    help="Corrupt the input as `python -m engine robustness` does (ImageNet-C / Cityscapes-C "
+                         "corruptions, a fixed seed per file), then run both models on it"):
+        return None
+    from engine.robustness import groups
+
+    group = {name: g for g, names in groups().items() for name in names}
+    name = c1.selectbox("Corruption", list(group), key="compare_corruption",
+                        format_func=lambda n: f"{group[n]} · {n.replace('_', ' ')}")
+    severity = c2.slider("Severity", 1, 5, 3, key="compare_severity")
+    return name, severity
+
+
+corruption = corruption_control()
+stem = Path(upload.name).stem
+digest = upload.digest
+if corruption and kind == "image":
+    from engine.robustness import CorruptionError, corrupt, seed_for
+
+    name, severity = corruption
+    cached = st.session_state.get("_compare_corrupted")
+    if cached is None or cached[0] != (upload.digest, name, severity):
+        try:
+            with st.spinner(f"Applying {name} at severity {severity} ..."):
+                corrupted = corrupt(image, name, severity, seed_for(stem, name, severity))
+        except CorruptionError as e:
+            st.error(f"{upload.name}: {e}")
+            st.stop()
+        # the predictions are kept per image digest: this one names the corrupted pixels
+        key = hashlib.sha256(f"{upload.digest}|{name}|{severity}".encode()).hexdigest()
+        cached = ((upload.digest, name, severity), key, corrupted, media.preview(corrupted))
+        st.session_state["_compare_corrupted"] = cached
+    _, digest, image, corrupted_screen = cached
+    i1, i2 = st.columns(2)
+    i1.image(media.encode_jpeg(screen), caption=f"{upload.name}: the original", width="stretch")
+    i2.image(media.encode_jpeg(corrupted_screen), width="stretch",
+             caption=f"{name.replace('_', ' ')}, severity {severity}: what both models see")
+    screen = corrupted_screen
+    stem = f"{stem}_{name}{severity}"
+
 # ---- view controls (shared by image and video) ----
 v1, v2 = st.columns([1, 2], gap="large")
 with v1:
@@ -108,8 +155,8 @@ if kind == "image":
     for m in (model_a, model_b):
         _ = widgets.segmenter_or_stop(m)   # loaded now, or the page stops with the reason
     with st.spinner("Running both models ..."):
-        pa = loaders.predict(model_a, image, upload.digest)
-        pb = loaders.predict(model_b, image, upload.digest)
+        pa = loaders.predict(model_a, image, digest)
+        pb = loaders.predict(model_b, image, digest)
     same = model_a == model_b
     show_pair(*render_pair(screen, pa.preview, pb.preview, mode, alpha, visible),
               f"{w}x{h} · inference {pa.seconds * 1000:.0f} ms on {pa.device}",
@@ -124,7 +171,6 @@ if kind == "image":
         out_a, out_b = render_pair(image, pa.labels, pb.labels, mode, alpha, visible)
         return {"a": out_a, "b": out_b, "both": render.side_by_side(out_a, out_b)}[side]
 
-    stem = Path(upload.name).stem
     st.markdown("**Downloads** (original resolution)")
     row = st.container(horizontal=True, gap="small")
     row.download_button("A as PNG", lambda: media.encode_png(full("a")), f"{stem}_{model_a.variant}.png", "image/png",
@@ -146,7 +192,19 @@ st.caption(f"{upload.name}: {info.width}x{info.height}, {info.fps:.3g} fps, "
 limit = st.number_input("Frames to process", min_value=1, max_value=max(info.frames, 1) if info.frames else 100_000,
                         value=min(info.frames or 150, 150), key="video_frames",
                         help="From the start of the video; both models run on every frame")
-job = (upload.digest, str(model_a.checkpoint), model_a.mtime_ns, str(model_b.checkpoint), model_b.mtime_ns, int(limit))
+job = (upload.digest, str(model_a.checkpoint), model_a.mtime_ns, str(model_b.checkpoint), model_b.mtime_ns, int(limit),
+       corruption)
+transform = None
+if corruption:
+    from engine.robustness import corrupt, seed_for
+
+    def transform(frame, i, name=corruption[0], severity=corruption[1], clip=stem):
+        """Frame i corrupted, seeded per frame (the noise changes from frame to frame, as it would)."""
+        return corrupt(frame, name, severity, seed_for(f"{clip}_{i:06d}", name, severity))
+
+    st.caption(f"Each frame gets {corruption[0].replace('_', ' ')} at severity {corruption[1]} before both models "
+               "see it; the frames below and the videos show the corrupted frames.")
+    stem = f"{stem}_{corruption[0]}{corruption[1]}"
 result = st.session_state.get("_video_result")
 if result is not None and st.session_state.get("_video_job") != job:
     result = None
@@ -158,10 +216,13 @@ if st.button("Process video", type="primary", key="process_video"):
     seg_b = widgets.segmenter_or_stop(model_b)
     try:
         result = process_video(src, seg_a.predict_batch, seg_b.predict_batch, workdir / "out", max_frames=int(limit), mode=mode,
-                               alpha=alpha, visible=visible,
+                               alpha=alpha, visible=visible, transform=transform,
                                on_frame=lambda i: bar.progress(min(i / total, 1.0), text=f"Frame {i} of {total}"))
     except video.VideoError as e:
         st.error(str(e))
+        st.stop()
+    except UserError as e:  # a corruption refused: frames under 32x32
+        st.error(f"{upload.name}: {e}")
         st.stop()
     bar.empty()
     st.session_state["_video_result"], st.session_state["_video_job"] = result, job
@@ -191,7 +252,6 @@ if result.view != (mode, alpha, tuple(visible)):
                  on_frame=lambda k: bar.progress(k / n, text=f"Frame {k} of {n}"))
         st.rerun()
 st.video(result.videos["side_by_side"].read_bytes(), format="video/mp4")
-stem = Path(upload.name).stem
 row = st.container(horizontal=True, gap="small")
 for name, label in (("a", f"A: {model_a.variant}"), ("b", f"B: {model_b.variant}"), ("side_by_side", "Side by side")):
     row.download_button(f"{label} (MP4)", result.videos[name].read_bytes(), f"{stem}_{name}.mp4", "video/mp4",

@@ -5,7 +5,8 @@ from dashboard import loaders, tables, widgets
 
 st.title("Leaderboard")
 st.caption("Every training run in the results store, with its latest evaluation on the validation split. "
-           "Latency is one forward pass of one image, measured where the run was evaluated.")
+           "Latency is one forward pass of one image, measured where the run was evaluated. mPC and rPC: the "
+           "mean mIoU under corruptions and its share of the clean mIoU (Robustness page).")
 
 df = widgets.runs_or_stop()
 
@@ -46,6 +47,9 @@ st.dataframe(
         **{c: st.column_config.Column(label) for c, label in tables.LEADERBOARD_COLUMNS.items()},
         "miou": st.column_config.ProgressColumn("mIoU", format="%.3f", min_value=0.0, max_value=1.0),
         "pixel_accuracy": st.column_config.NumberColumn("Pixel acc.", format="%.3f"),
+        "mpc": st.column_config.NumberColumn("mPC", format="%.3f",
+                                             help="mean mIoU under corruptions (`python -m engine robustness`)"),
+        "rpc": st.column_config.NumberColumn("rPC", format="%.3f", help="mPC / clean mIoU (1: nothing lost)"),
         "lr": st.column_config.NumberColumn("LR", format="%.0e"),
         "params_m": st.column_config.NumberColumn("Params (M)", format="%.1f"),
         "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.0f"),

@@ -1,27 +1,34 @@
 """Trade-offs: mIoU against size, compute, latency and training time; the Pareto front; curves."""
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, loaders, tables, widgets
 
 st.title("Trade-offs")
 st.caption("Accuracy against cost. A run is on the Pareto front when no other run is both cheaper on this axis "
-           "and more accurate. Click a point to pick that model for the Compare page.")
+           "and more accurate on the chosen accuracy axis (clean mIoU, mPC under corruptions, or the mIoU on "
+           "another dataset). Click a point to pick that model for the Compare page.")
 
 df, done = widgets.evaluated_runs_or_stop()
 
-c1, c2, c3 = st.columns([2, 2, 1])
+c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
 with c1:
     dataset = widgets.dataset_picker(done, key="tradeoff_dataset")
-x = c2.selectbox("Efficiency axis", list(tables.EFFICIENCY_AXES), format_func=tables.EFFICIENCY_AXES.get,
+runs, y_axes = tables.with_accuracy_axes(done[done["dataset"] == dataset], loaders.evaluations(loaders.store_url()))
+y = c2.selectbox("Accuracy axis", list(y_axes), format_func=y_axes.get, key="tradeoff_y",
+                 help="Clean mIoU on the validation split; mPC, the mean mIoU under corruptions (Robustness page); "
+                      "or the mIoU on another dataset or condition the runs were evaluated on")
+x = c3.selectbox("Efficiency axis", list(tables.EFFICIENCY_AXES), format_func=tables.EFFICIENCY_AXES.get,
                  key="tradeoff_axis")
-log_x = c3.toggle("Log scale", key="tradeoff_log")
-runs = done[done["dataset"] == dataset]
-plotted = runs.dropna(subset=[x])
+log_x = c4.toggle("Log scale", key="tradeoff_log")
+plotted = runs.dropna(subset=[x, y])
 if plotted.empty:
-    st.warning(f"No run has a value for {tables.EFFICIENCY_AXES[x]}.")
+    fill = (f"`python -m engine robustness --variant {runs['variant'].iloc[0]}` measures it" if y == "mpc" else
+            "evaluate the runs there with `python -m engine evaluate`")
+    st.warning(f"No run has both {tables.EFFICIENCY_AXES[x]} and {y_axes[y]}: {fill}.")
     st.stop()
 
-event = st.plotly_chart(charts.tradeoff_figure(plotted, x, log_x=log_x), width="stretch",
+event = st.plotly_chart(charts.tradeoff_figure(plotted, x, y=y, y_label=y_axes[y], log_x=log_x), width="stretch",
                         on_select="rerun", selection_mode="points", key="tradeoff_chart")
 picked = [int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")]
 if picked:
@@ -35,12 +42,15 @@ if picked:
                + (f", model B = **{variants[1]}**" if len(variants) > 1 else ""))
     st.page_link("views/compare.py", label="Open Compare", icon=":material/compare:")
 
-front = charts.pareto_front(plotted, x)
-st.markdown(f"**Pareto front** ({tables.EFFICIENCY_AXES[x]}): "
-            + " → ".join(f"{r.variant} ({getattr(r, x):.3g}, mIoU {r.miou:.3f})" for r in front.itertuples()))
-missing = runs[runs[x].isna()]
+front = charts.pareto_front(plotted, x, y)
+short = {"miou": "mIoU", "mpc": "mPC"}.get(y, y_axes[y])
+st.markdown(f"**Pareto front** ({tables.EFFICIENCY_AXES[x]}, {y_axes[y]}): "
+            + " → ".join(f"{r['variant']} ({r[x]:.3g}, {short} {r[y]:.3f})" for _, r in front.iterrows()))
+missing = runs[runs[x].isna() | runs[y].isna()]
 if not missing.empty:
-    st.caption(f"Not plotted (no {tables.EFFICIENCY_AXES[x]} recorded): {', '.join(missing['variant'])}")
+    why = [f"{r['variant']} (no " + " and no ".join(n for n, v in ((tables.EFFICIENCY_AXES[x], r[x]), (short, r[y]))
+                                                    if pd.isna(v)) + ")" for _, r in missing.iterrows()]
+    st.caption(f"Not plotted: {', '.join(why)}")
 
 st.subheader("Training curves")
 labels = tables.run_labels(df[df["dataset"] == dataset])
