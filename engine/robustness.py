@@ -290,7 +290,7 @@ def record(store, sweep: Sweep, *, run_id, variant, checkpoint, checkpoint_sha25
     return store.record_robustness(
         run_id=run_id, variant=variant, checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256, dataset=dataset,
         condition=condition, split=split, eval_size=eval_size, library=library_version(),
-        clean=dataclasses.replace(sweep.clean), mpc=sweep.mpc, rpc=sweep.rpc, groups=sweep.groups,
+        clean=sweep.clean, mpc=sweep.mpc, rpc=sweep.rpc, groups=sweep.groups,
         results=sweep.results)
 
 
