@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from engine import distributed, settings
 from engine.data import open_dataset
+from engine.data.base import read_label
 from engine.data.transforms import EvalTransform, eval_collate
 from engine.errors import UserError
 from engine.evaluate import full_resolution, load_checkpoint
@@ -145,16 +146,22 @@ def cache_path(cache_dir: Path, image_file: Path, corruption: str, severity: int
     return cache_dir / version / corruption / str(severity) / f"{key}.png"
 
 
+def read_cached(cache_dir: Path, image_file: Path, corruption: str, severity: int,
+                size: tuple[int, int]) -> np.ndarray | None:
+    """The cached corrupted image (RGB) of `image_file` when there and of `size` (H, W), else None."""
+    path = cache_path(cache_dir, image_file, corruption, severity)
+    cached = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+    return cv2.cvtColor(cached, cv2.COLOR_BGR2RGB) if cached is not None and cached.shape[:2] == size else None
+
+
 def corrupted_image(image_file: Path, stem: str, image: np.ndarray, corruption: str, severity: int,
                     cache_dir: Path | None) -> np.ndarray:
     """The corrupted image, from the cache when there (and written to it when not)."""
     if severity == 0:
         return image
+    if cache_dir and (cached := read_cached(cache_dir, image_file, corruption, severity, image.shape[:2])) is not None:
+        return cached
     path = cache_path(cache_dir, image_file, corruption, severity) if cache_dir else None
-    if path is not None and path.is_file():
-        cached = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if cached is not None and cached.shape == image.shape:
-            return cv2.cvtColor(cached, cv2.COLOR_BGR2RGB)
     out = corrupt(image, corruption, severity, seed_for(stem, corruption, severity))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +191,11 @@ class CorruptedDataset(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         corruption, severity, index = self.jobs[k]
         sample = self.dataset.samples[index]
+        if severity and self.cache_dir:  # cached: the original image need not be decoded at all
+            label = read_label(sample, self.dataset.remedy)
+            cached = read_cached(self.cache_dir, Path(sample.image), corruption, severity, label.shape)
+            if cached is not None:
+                return (*self.dataset.transform(cached, label), (corruption, severity))
         image, label = self.dataset.load(index)
         image = corrupted_image(Path(sample.image), sample.stem, image, corruption, severity, self.cache_dir)
         return (*self.dataset.transform(image, label), (corruption, severity))
