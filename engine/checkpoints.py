@@ -10,6 +10,10 @@ sha256 in the results store; `load(..., store=)` checks the file against that re
     [+ optimizer, scheduler, rng, best_miou, elapsed_seconds, in_epoch: in `last.pt`, for --resume;
      there `epoch` is the last epoch completed and `in_epoch` (steps, loss_sum, seconds) the
      position inside the next one when it was written mid-epoch]
+    [+ derived (parent, parent_sha256, method, ratio...): a model `engine.compress` made from another]
+    [+ pruning (layers: name -> [in, out] channels): a pruned model's architecture, `engine.models.pruned`]
+    [+ int8 (onnx: the quantized ONNX graph as a uint8 tensor, onnx_sha256, settings): an INT8 model,
+     whose `model` state dict is empty; it runs in ONNX Runtime (`engine.onnx_runtime.OnnxModel`)]
 """
 from __future__ import annotations
 
@@ -140,14 +144,43 @@ def _read(path: Path, f, map_location) -> dict:
 
 
 def build_from(ckpt: dict) -> torch.nn.Module:
-    """The model a checkpoint describes, with its weights, in eval mode."""
+    """The model a checkpoint describes, with its weights, in eval mode: its family's model, shrunk
+    to the recorded channels when pruned; for an INT8 checkpoint, its ONNX graph in ONNX Runtime."""
     from engine.models import build_model
+    from engine.models.pruned import shrink_to
 
     model_cfg = ckpt["recipe"]["model"]
     model = build_model(ckpt["arch"], num_classes=ckpt["num_classes"], dropout=model_cfg.get("dropout", 0.0),
                         aux_loss=model_cfg.get("aux_loss", False))
+    if ckpt.get("pruning"):
+        shrink_to(model, ckpt["pruning"]["layers"])
+    if ckpt.get("int8"):
+        from engine.onnx_runtime import OnnxModel
+
+        return OnnxModel(int8_onnx_bytes(ckpt), float_model=model.eval())
     model.load_state_dict(ckpt["model"])
     return model.eval()
+
+
+def int8_onnx_bytes(ckpt: dict) -> bytes:
+    """The ONNX graph of an INT8 checkpoint, checked against the sha256 recorded beside it."""
+    data = ckpt["int8"]["onnx"].numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != ckpt["int8"]["onnx_sha256"]:
+        raise CheckpointError("the INT8 checkpoint's ONNX graph does not match its recorded sha256")
+    return data
+
+
+def trained_root(path: str | os.PathLike, weights_dir=None) -> Path:
+    """The trained model a derived one (`engine.compress`) was made from, through every step (a
+    `+prune0.5+int8`'s is the model before `+prune0.5`), found by name in `weights_dir`; `path` itself
+    for a trained model."""
+    path = Path(path)
+    for _ in range(8):
+        derived = load(path).get("derived")
+        if not derived:
+            return path
+        path = resolve(derived["parent"], None, weights_dir)
+    raise CheckpointError(f"{path}: too many derivation steps")
 
 
 def resolve(variant: str | None = None, checkpoint: str | os.PathLike | None = None, weights_dir=None,

@@ -365,7 +365,9 @@ def cmd_bench(a) -> int:
                 print(f"{variant:30s} {row['size']:>9s}  model {row['baseline_model_ms']:8.1f} -> {row['fast_model_ms']:8.1f} ms "
                       f"(x{row['model_speedup']:.2f})  end-to-end {row['baseline_fps']:6.2f} -> {row['fast_fps']:6.2f} fps "
                       f"(x{row['speedup']:.2f})  agreement {row['agreement']:.4f}  [{row['precision']}"
-                      + (f", calibration {row['calibration']['agreement']:.4f}" if row["calibration"] else "") + "]",
+                      + (f", calibration {row['calibration']['agreement']:.4f}" if row["calibration"] else "") + "]"
+                      + (f"  vs {row['baseline_variant']} {row['parent_precision']}: {row['parent_fast_fps']:.2f} fps "
+                         f"(x{row['speedup_vs_parent_fast']:.2f})" if "parent_fast_fps" in row else ""),
                       flush=True)
     if rows and not a.json:
         r = rows[0]
@@ -392,6 +394,34 @@ def _bench_train(a) -> int:
     return 0
 
 
+def cmd_compress(a) -> int:
+    from engine.compress import compress
+    from engine.store import Store
+
+    if not a.variant and not a.checkpoint:
+        print("error: give --variant NAME or --checkpoint PATH", file=sys.stderr)
+        return 2
+    results = compress(variant=a.variant, checkpoint=a.checkpoint, method=a.method, ratios=a.ratio,
+                       importance=a.importance, finetune_iters=a.finetune_iters,
+                       calibration_images=a.calibration_images, store=Store(a.db), data_root=_data_root(a),
+                       device=a.device, weights_dir=a.weights_dir, resume=a.resume, progress=not a.json)
+    if a.json:
+        for res in results:
+            print(json.dumps(res))
+        return 0
+    for r in results:
+        how = (f"{1 - r['flops_ratio']:.1%} of the FLOPs removed, {r['channel_ratio']:.0%} of each layer's channels"
+               if r["method"] == "prune" else r["format"])
+        print(f"{r['name']}  ({r['method']} of {r['parent']}: {how})")
+        print(f"  mIoU {r['miou']:.4f}" + (f" (before fine-tuning {r['miou_before_finetune']:.4f})"
+                                           if r.get("miou_before_finetune") is not None else "")
+              + (f"   labels agree with the parent on {r['agreement']:.2%} of the pixels" if r.get("agreement") else ""))
+        print(f"  params {r['params'] / 1e6:.2f}M   size {r['size_mb']:.1f} MB   {r['gflops']:.2f} GFLOPs   latency "
+              f"{r['latency_ms']:.1f} ms ({r['device']}, {r['precision']}, {r['resolution']})")
+        print(f"  checkpoint {r['checkpoint']}")
+    return 0
+
+
 def cmd_runs(a) -> int:
     from engine.leaderboard import format_leaderboard
     from engine.store import Store
@@ -399,7 +429,8 @@ def cmd_runs(a) -> int:
     rows = Store(a.db).leaderboard(dataset=a.dataset, arch=a.arch, status=a.status)
     if a.json:
         keep = ("run_id", "variant", "arch", "dataset", "status", "miou", "pixel_accuracy", "mpc", "rpc", "params",
-                "size_mb", "gflops", "latency_ms", "train_seconds", "images_per_second", "device", "profile")
+                "size_mb", "gflops", "latency_ms", "train_seconds", "images_per_second", "device", "profile",
+                "parent_variant", "method", "ratio")
         print(json.dumps([{**{k: r.get(k) for k in keep}, "mIoU": r.get("miou")} for r in rows], default=str))
     else:
         print(format_leaderboard(rows) if rows else "no runs yet: train one with `python -m engine train --variant NAME` "
@@ -519,6 +550,25 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_flags(p)
     _common(p)
     p.set_defaults(func=cmd_robustness)
+
+    p = sub.add_parser("compress", help="deployment variants of a trained model: pruned, INT8, or both "
+                                        "(README: Deployment variants)")
+    p.add_argument("--variant")
+    p.add_argument("--checkpoint")
+    p.add_argument("--method", required=True, choices=["int8", "prune", "prune+int8"])
+    p.add_argument("--ratio", action=ListFlag, item=float, default=[0.5],
+                   help="prune: share of the FLOPs to remove, one derived model each (default 0.5), e.g. 0.3,0.5")
+    p.add_argument("--importance", choices=["l1", "taylor"], default="l1",
+                   help="prune: rank channels by L1 norm (default) or by first-order Taylor importance")
+    p.add_argument("--finetune-iters", type=int, metavar="N",
+                   help="prune: fine-tuning iterations with the parent's recipe (default: a quarter of the "
+                        "parent's training iterations; 0: none)")
+    p.add_argument("--calibration-images", type=int, default=32, metavar="N",
+                   help="int8: training images the activation ranges are calibrated on (default 32)")
+    p.add_argument("--resume", action="store_true", help="prune: continue an interrupted fine-tuning exactly")
+    p.add_argument("--json", action="store_true", help="print one JSON object per derived model")
+    _common(p)
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("runs", help="print the leaderboard")
     p.add_argument("--json", action="store_true")

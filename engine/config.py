@@ -40,6 +40,9 @@ class ModelConfig:
     aux_loss: bool = False
     aux_weight: float = 0.4
     pretrained_backbone: bool = False
+    # start from this checkpoint's weights and architecture (a pruned one's included) instead of a
+    # freshly built model: how `compress` fine-tunes a pruned model with its parent's recipe
+    init_checkpoint: str | None = None
 
 
 @dataclass
@@ -259,6 +262,11 @@ def load_recipe(name_or_path: str | Path, profile: str = "full") -> Recipe:
         if not bases:
             raise
         raise RecipeError(f"{e} (read with its base: {', '.join(str(b) for b in bases)})") from None
+
+
+def recipe_from_dict(raw: dict, where: str) -> Recipe:
+    """A recipe from its `to_dict()` (what a checkpoint and a run keep), checked like a file's."""
+    return validate(_build(Recipe, raw, where), where)
 
 
 def list_variants() -> list[str]:

@@ -1,6 +1,6 @@
 """`python -m engine demo`: synthetic scenes -> every variant trained and evaluated (quick profile),
-swept through a few corruptions and evaluated on the synthetic ACDC conditions -> leaderboard ->
-the dashboard (when present)."""
+swept through a few corruptions and evaluated on the synthetic ACDC conditions -> a pruned and an
+INT8 version of one DeepLabV3 and one HRNet variant -> leaderboard -> the dashboard (when present)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,6 +9,7 @@ import time
 import traceback
 
 from engine import settings
+from engine.compress import compress
 from engine.config import list_variants, load_recipe
 from engine.data import ACDC_CONDITIONS, synthetic_layouts
 from engine.data.synthetic import DEFAULT_SCENES, ensure_synthetic_dataset
@@ -21,6 +22,10 @@ from engine.train import train
 DEMO_DATA = DEFAULT_SCENES
 # two corruptions of each benchmark group at two severities, on the val scenes (the cache makes the
 # corrupting a one-time cost: every variant after the first reads the corrupted images back)
+# deployment variants (`compress`): one DeepLabV3 and one HRNet, each pruned (half the FLOPs, briefly
+# fine-tuned) and quantized to INT8
+DEMO_COMPRESS = ("deeplabv3_r50_adam", "hrnetv2_w48_adamw")
+DEMO_COMPRESS_SETTINGS = dict(ratios=[0.5], finetune_iters=12, calibration_images=8)
 DEMO_SWEEP = dict(corruptions=["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "snow",
                                "contrast", "jpeg_compression"], severities=[2, 4])
 
@@ -58,6 +63,19 @@ def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboa
         except Exception:  # recorded as failed in the store by train(); keep going with the others
             traceback.print_exc()
             failed.append(name)
+    for name in [v for v in DEMO_COMPRESS if v in (variants or list_variants()) and v not in failed]:
+        t = time.perf_counter()
+        print(f"== deployment variants of {name} ==", flush=True)
+        try:
+            for method in ("prune", "int8"):
+                for res in compress(variant=name, method=method, store=store, data_root=root, device=device,
+                                    weights_dir=weights_dir, progress=False, **DEMO_COMPRESS_SETTINGS):
+                    run_ids.add(res["run_id"])
+                    print(f"   {res['name']}: val mIoU {res['miou']:.4f}, {res['size_mb']:.1f} MB, "
+                          f"{res['gflops']:.2f} GFLOPs  ({time.perf_counter() - t:.0f}s)", flush=True)
+        except Exception:
+            traceback.print_exc()
+            failed.append(f"{name} (compress)")
     baseline = most_frequent_class_miou(root, "val")
     rows = [r for r in store.leaderboard(dataset="synthetic") if r["run_id"] in run_ids]
     print()

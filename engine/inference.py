@@ -4,7 +4,8 @@ The dashboard, `segment`, `coverage` and `bench` go through `Segmenter`, which w
 with the options of `InferenceOptions`, as a pipeline: load -> rewrites (`engine.model_rewrites`:
 BatchNorm folded into convs, wide dilations as GEMMs, weights stored in the inference dtype) ->
 precision (`engine.mixed_precision.choose_precision`: bf16 on CUDA, calibrated on a CPU with
-native bf16) -> optional torch.compile; or the ONNX Runtime backend as a branch of its own. On
+native bf16) -> optional torch.compile; or the ONNX Runtime backend as a branch of its own, which
+is also how an INT8 checkpoint (`engine.compress`) always runs. On
 top: channels_last, batches of frames, flip / multi-scale test-time augmentation and
 sliding-window inference for large images.
 
@@ -109,6 +110,9 @@ class Segmenter:
         self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         self.rewrites: dict = {}
         self.calibration: dict | None = None     # what choose_precision measured, where it calibrated
+        if self.ckpt.get("int8"):  # an INT8 model (engine.compress) is its ONNX graph: nothing to choose
+            self._load_int8()
+            return
         if self.options.backend == "onnx":
             self._load_onnx()
             return
@@ -127,11 +131,20 @@ class Segmenter:
 
     def _load_onnx(self) -> None:
         """ONNX Runtime instead of PyTorch: the checkpoint's export (made or refreshed here), float32."""
-        from engine.onnx_backend import OnnxForward, ensure_onnx
+        from engine.onnx_backend import ensure_onnx
+        from engine.onnx_runtime import OnnxForward
 
         self.model, self.precision = None, "fp32"
         self._forward = OnnxForward(ensure_onnx(self.checkpoint_path), self.device)
         self.backend_name = self._forward.name
+
+    def _load_int8(self) -> None:
+        """An INT8 checkpoint: its quantized graph in ONNX Runtime (CPU), whatever the options ask."""
+        from engine.onnx_runtime import OnnxForward
+
+        self.model, self.precision = None, "int8"
+        self._forward = OnnxForward(checkpoints.int8_onnx_bytes(self.ckpt), torch.device("cpu"))
+        self.backend_name = "onnxruntime-cpu"
 
     def _model_input_size(self, h: int, w: int) -> tuple[int, int]:
         """(H, W) the model sees for an image of h x w."""

@@ -1,12 +1,13 @@
-"""ONNX export of a checkpoint and an ONNX Runtime forward pass with `forward_logits`' contract.
+"""ONNX export of a checkpoint, tied to it by the checkpoint's sha256 (the ONNX Runtime backend).
 
 The export lives next to its checkpoint (`weights/<variant>/best.onnx`) and records the checkpoint's
-sha256 in its metadata, so `ensure_onnx` can tell a stale export from a current one.
+sha256 in its metadata, so `ensure_onnx` can tell a stale export from a current one. An INT8
+checkpoint (`engine.compress`) holds its quantized graph itself: `export_onnx` writes it out as
+it is. The sessions that run graphs are in `engine.onnx_runtime`.
 onnx/onnxruntime are imported lazily: `import engine.onnx_backend` works without them.
 """
 from __future__ import annotations
 
-import importlib
 import io
 import warnings
 from pathlib import Path
@@ -15,22 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from engine import checkpoints, files
-from engine.errors import UserError
+from engine.onnx_runtime import OnnxForward, OnnxUnavailable, _import  # noqa: F401  (the backend's names)
 
 SHA_KEY = "segbench_checkpoint_sha256"
 
 _fresh: dict[tuple, Path] = {}  # (checkpoint path, mtime_ns, size, onnx mtime_ns, size) -> up-to-date export
-
-
-class OnnxUnavailable(UserError, RuntimeError):
-    pass
-
-
-def _import(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise OnnxUnavailable(f"{name} is not installed: `pip install onnx onnxruntime`") from None
 
 
 def onnx_path_for(checkpoint_path) -> Path:
@@ -65,6 +55,10 @@ def export_onnx(checkpoint_path, out=None, *, opset: int = 17) -> Path:
     digest = checkpoints.sha256(checkpoint_path) if Path(checkpoint_path).is_file() else ""
     ckpt = checkpoints.load(checkpoint_path)
     out = Path(out) if out else onnx_path_for(checkpoint_path)
+    if ckpt.get("int8"):  # already a graph: written as it is (its metadata names its float parent)
+        with files.atomic_path(out) as tmp:
+            tmp.write_bytes(checkpoints.int8_onnx_bytes(ckpt))
+        return out
     model = checkpoints.build_from(ckpt)
     wrapped = _Logits(model, model.pad_multiple).eval()
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -123,37 +117,3 @@ def _stat(path: Path) -> tuple[int, int]:
     except FileNotFoundError:
         return (-1, -1)
     return (st.st_mtime_ns, st.st_size)
-
-
-class OnnxForward:
-    """An ONNX Runtime session used like `engine.runtime.forward_logits(model, images)`:
-    normalised float32 (N, 3, H, W) in, float32 logits (N, C, H, W) out, on the images' device."""
-
-    def __init__(self, onnx_path, device: torch.device, threads: int | None = None):
-        ort = _import("onnxruntime")
-        self.path = Path(onnx_path)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        providers: list = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}))
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise OnnxUnavailable(f"ONNX Runtime cannot load {self.path.name}: {msg}") from None
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the session actually uses, in priority order."""
-        return self.session.get_providers()
-
-    @property
-    def name(self) -> str:
-        return "onnxruntime-cuda" if self.providers[0] == "CUDAExecutionProvider" else "onnxruntime-cpu"
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        (logits,) = self.session.run(["logits"], {"image": x})
-        return torch.from_numpy(logits).to(images.device)

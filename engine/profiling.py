@@ -1,7 +1,8 @@
 """What a model costs: parameters, checkpoint size, FLOPs, latency, peak memory.
 
 FLOPs come from `torch.utils.flop_counter` (a multiply-add counts as 2 FLOPs) for one image at
-the evaluation resolution. Latency is the median of repeated batch-1 forward passes after
+the evaluation resolution. An INT8 model (`engine.onnx_runtime.OnnxModel`) is counted on its float
+architecture (the same operations, in integers) and timed where it runs (the CPU), as "int8". Latency is the median of repeated batch-1 forward passes after
 warm-up, with the device, thread count, precision and resolution recorded next to it.
 """
 from __future__ import annotations
@@ -79,16 +80,18 @@ def latency_ms(model: torch.nn.Module, size: tuple[int, int], device: torch.devi
 
 def profile(model: torch.nn.Module, checkpoint_path: str | os.PathLike, size: tuple[int, int],
             device: torch.device, repeats: int = 10) -> Profile:
+    device = getattr(model, "runs_on", device)
+    arch = getattr(model, "float_model", model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return Profile(
-        params=count_params(model),
+        params=count_params(arch),
         size_mb=Path(checkpoint_path).stat().st_size / 1e6,
-        gflops=gflops(model, size, device),
+        gflops=gflops(arch, size, next(arch.parameters()).device),
         latency_ms=latency_ms(model, size, device, repeats=repeats, warmup=min(2, repeats)),
         device=device_name(device),
         threads=torch.get_num_threads(),
-        precision="bf16-autocast" if device.type == "cuda" else "fp32",
+        precision=getattr(model, "precision", None) or ("bf16-autocast" if device.type == "cuda" else "fp32"),
         resolution=f"{size[0]}x{size[1]}",
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
     )

@@ -20,8 +20,12 @@ writes (upsert by resolved path), which `engine.checkpoints.load(..., store=)` c
 
 The schema carries a version (meta.schema_version). Opening a store of an older version this code
 knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table; 2 -> 3: add
-`evaluations.condition` and the robustness tables); any other version is refused with
-StoreVersionError before anything is written.
+`evaluations.condition` and the robustness tables; 3 -> 4: add `runs.parent_run_id` and
+`runs.derivation`); any other version is refused with StoreVersionError before anything is written.
+
+A derived run (`engine.compress`: a pruned or INT8 version of a trained model) names its parent run
+(`parent_run_id`) and how it was made (`derivation`: method, ratio, importance, fine-tune and
+calibration settings, seconds taken, mIoU before fine-tuning...).
 
 Every evaluation and robustness sweep carries its dataset and condition (ACDC's fog, night...;
 '' for none). A run's leaderboard figures come from its latest evaluation (and sweep) on the
@@ -56,11 +60,12 @@ if TYPE_CHECKING:   # the objects record_evaluation reads (no import of torch at
     from engine.metrics import Metrics
     from engine.profiling import Profile
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # older versions that migrating is purely additive for: create the new tables, add the new columns
 # (ADDED_COLUMNS: table -> (column, SQL type and default) added by a later version)
-MIGRATABLE = {"1", "2"}
-ADDED_COLUMNS = {"evaluations": (("condition", "VARCHAR(32) NOT NULL DEFAULT ''"),)}
+MIGRATABLE = {"1", "2", "3"}
+ADDED_COLUMNS = {"evaluations": (("condition", "VARCHAR(32) NOT NULL DEFAULT ''"),),
+                 "runs": (("parent_run_id", "INTEGER"), ("derivation", "JSON"))}
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 
@@ -135,6 +140,9 @@ class Run(Base):
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     best_miou: Mapped[float | None] = mapped_column(Float)
     checkpoint: Mapped[str | None] = mapped_column(String(1024))
+    # a derived model (pruned, INT8): the id of the run it was made from, and how (engine.compress)
+    parent_run_id: Mapped[int | None] = mapped_column(Integer)
+    derivation: Mapped[dict | None] = mapped_column(JSON)
     epoch_rows: Mapped[list[Epoch]] = relationship(back_populates="run", cascade="all, delete-orphan",
                                                    passive_deletes=True)
 
@@ -445,14 +453,17 @@ class Store:
 
     # ---- writes (each its own short transaction) ----
     def start_run(self, *, variant, arch, backbone, profile, hyperparameters: dict, dataset, data_root,
-                  train_images, val_images, device, code_version, uid: str | None = None) -> int:
+                  train_images, val_images, device, code_version, uid: str | None = None,
+                  parent_run_id: int | None = None, derivation: dict | None = None) -> int:
+        """A new run, "running"; a derived model's run names its `parent_run_id` and its `derivation`."""
         uid = uid or uuid.uuid4().hex
         if len(uid) > 32:
             raise ValueError(f"run uid must be at most 32 characters, got {uid!r}")
         run = Run(uid=uid, variant=variant, arch=arch, backbone=backbone, profile=profile,
                   hyperparameters=_jsonable(hyperparameters), dataset=dataset, data_root=str(data_root),
                   train_images=int(train_images), val_images=int(val_images), device=str(device),
-                  code_version=str(code_version), status="running", epochs_done=0, started_at=_now())
+                  code_version=str(code_version), status="running", epochs_done=0, started_at=_now(),
+                  parent_run_id=parent_run_id, derivation=None if derivation is None else _jsonable(derivation))
         with Session(self._writer) as s, s.begin():
             s.add(run)
             s.flush()
@@ -492,6 +503,14 @@ class Store:
                 run.best_miou = _f(best_miou)
             if checkpoint is not None:
                 run.checkpoint = str(checkpoint)
+
+    def update_derivation(self, run_id, **fields) -> None:
+        """Add figures to a derived run's `derivation` (e.g. the mIoU before and after fine-tuning)."""
+        with Session(self._writer) as s, s.begin():
+            run = s.get(Run, run_id, with_for_update=True)
+            if run is None:
+                raise KeyError(f"no run with id {run_id}")
+            run.derivation = {**(run.derivation or {}), **_jsonable(fields)}
 
     def reopen_run(self, run_id) -> None:
         """A resumed run is running again (its epochs so far are kept)."""
@@ -645,7 +664,9 @@ class Store:
         return self._latest(s, Evaluation, run_ids)
 
     def leaderboard(self, *, dataset=None, arch=None, status=None) -> list[dict]:
-        """One row per run joined with its latest evaluation, sorted by mIoU descending (None last)."""
+        """One row per run joined with its latest evaluation, sorted by mIoU descending (None last). A
+        derived run's row also has `parent_run_id`, `parent_variant`, `method` and `ratio` (None for a
+        trained run) and its whole `derivation`."""
         metrics = ("miou", "pixel_accuracy", "params", "size_mb", "gflops", "latency_ms", "latency_device",
                    "latency_threads", "latency_precision", "latency_resolution", "eval_size", "split", "num_images")
         rows = []
@@ -653,8 +674,10 @@ class Store:
             runs = list(s.scalars(self._run_query(dataset, arch, status)))
             latest = self._latest_evaluations(s, [r.id for r in runs])
             sweeps = self._latest(s, RobustnessSweep, [r.id for r in runs])
+            parents = {r.id: r.variant for r in s.scalars(select(Run).where(
+                Run.id.in_([r.parent_run_id for r in runs if r.parent_run_id is not None])))}
             for r in runs:
-                hp = r.hyperparameters or {}
+                hp, derivation = r.hyperparameters or {}, r.derivation or {}
                 ev, sweep = latest.get(r.id), sweeps.get(r.id)
                 rows.append({
                     "run_id": r.id, "uid": r.uid, "variant": r.variant, "arch": r.arch, "backbone": r.backbone,
@@ -666,7 +689,9 @@ class Store:
                     "robustness_id": sweep.id if sweep else None,
                     "train_seconds": r.train_seconds, "images_per_second": r.images_per_second,
                     "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
-                    "checkpoint": r.checkpoint,
+                    "checkpoint": r.checkpoint, "parent_run_id": r.parent_run_id,
+                    "parent_variant": parents.get(r.parent_run_id), "method": derivation.get("method"),
+                    "ratio": derivation.get("ratio"), "derivation": r.derivation,
                 })
         rows.sort(key=lambda d: (d["miou"] is None, -(d["miou"] or 0.0), d["run_id"]))
         return rows

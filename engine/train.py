@@ -186,9 +186,13 @@ def build_val_loader(val_set: Dataset, recipe: Recipe, dev: torch.device) -> Dat
 def build_model_for(recipe: Recipe, dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(model, forward): the model on `dev` (channels_last on CUDA) and what training calls: the
     same module, or its torch.compile wrapper when `schedule.compile` is set and `dev` is CUDA.
-    Checkpoints and validation use `model` (state dict keys without the compile prefix)."""
-    model = build_model(recipe.model.arch, dropout=recipe.model.dropout, aux_loss=recipe.model.aux_loss,
-                        pretrained_backbone=recipe.model.pretrained_backbone)
+    Checkpoints and validation use `model` (state dict keys without the compile prefix). With
+    `model.init_checkpoint` the model is that checkpoint's (architecture and weights)."""
+    if recipe.model.init_checkpoint:
+        model = checkpoints.build_from(checkpoints.load(recipe.model.init_checkpoint)).train()
+    else:
+        model = build_model(recipe.model.arch, dropout=recipe.model.dropout, aux_loss=recipe.model.aux_loss,
+                            pretrained_backbone=recipe.model.pretrained_backbone)
     if dev.type == "cuda" and distributed.world_size() > 1:  # BatchNorm statistics over all GPUs' samples
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(dev)
@@ -467,6 +471,10 @@ class Recorder:
         out = checkpoints.variant_dir(recipe.name, weights_dir)
         self.last_path, self.best_path = out / "last.pt", out / "best.pt"
         self.run_id: int | None = None
+        # a derived model (`engine.compress` fine-tuning a pruned one): its starting checkpoint says how
+        # it was made and, when pruned, its architecture; every checkpoint written here carries both
+        init = checkpoints.load(recipe.model.init_checkpoint) if recipe.model.init_checkpoint and self.active else {}
+        self.lineage = {k: init[k] for k in ("derived", "pruning") if init.get(k)}
         self._best: tuple[dict, dict] | None = None   # a better epoch's weights, not yet written
 
     def say(self, message: str, err: bool = False) -> None:
@@ -482,12 +490,14 @@ class Recorder:
             self.run_id = existing["id"]
             self.store.reopen_run(self.run_id)
             return
-        r = self.recipe
+        r, derived = self.recipe, self.lineage.get("derived")
+        parent = self.store.run_by_uid(derived.get("parent_run_uid")) if derived else None
         self.run_id = self.store.start_run(
             variant=r.name, arch=r.model.arch, backbone=BACKBONES[r.model.arch], profile=r.profile,
             hyperparameters=r.to_dict(), dataset=s.train_set.name, data_root=str(s.train_set.root),
             train_images=len(s.train_set), val_images=len(s.val_set), device=device_name(s.dev),
-            code_version=checkpoints.code_version(), uid=state.run_uid)
+            code_version=checkpoints.code_version(), uid=state.run_uid,
+            parent_run_id=parent["id"] if parent else None, derivation=derived)
 
     def log_epoch(self, state: TrainState, val: Metrics, **figures) -> None:
         if self.active:
@@ -509,12 +519,13 @@ class Recorder:
                       store=self.store, run_id=self.run_id)
         if self._best is not None:
             weights, info = self._best
-            checkpoints.save(self.best_path, weights, **common, **info)
+            checkpoints.save(self.best_path, weights, **common, **info, extra=self.lineage)
             self._best = None
         fields = state.to_checkpoint(mid_epoch=val is None, loss_sum=loss_sum)
         checkpoints.save(self.last_path, s.model.state_dict(), **common, epoch=fields.pop("epoch"),
                          iteration=fields.pop("iteration"), metrics=_metrics(val) if val else {},
-                         extra={"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(), **fields})
+                         extra={"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(), **fields,
+                                **self.lineage})
 
     def finish(self, status: str, state: TrainState, **fields) -> None:
         if self.active and self.run_id is not None:

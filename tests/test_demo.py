@@ -7,6 +7,7 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "synthetic")
     monkeypatch.setattr(demo, "DEMO_DATA", dict(train=4, val=2, size=(128, 64), seed=0))
     monkeypatch.setattr(demo, "DEMO_SWEEP", dict(corruptions=["impulse_noise", "frost"], severities=[3]))
+    monkeypatch.setattr(demo, "DEMO_COMPRESS_SETTINGS", dict(ratios=[0.5], finetune_iters=2, calibration_images=2))
     db = f"sqlite:///{tmp_path / 'results.db'}"
     code = demo.run_demo(db=db, weights_dir=tmp_path / "weights", device="cpu", variants=["deeplabv3_r50_adam"],
                          dashboard=False)
@@ -19,12 +20,17 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     from engine.store import Store
 
     store = Store(db)
-    [row] = store.leaderboard()
+    rows = {r["variant"]: r for r in store.leaderboard()}
+    assert sorted(rows) == ["deeplabv3_r50_adam", "deeplabv3_r50_adam+int8", "deeplabv3_r50_adam+prune0.5"]
+    row = rows.pop("deeplabv3_r50_adam")
     assert row["status"] == "completed" and row["miou"] is not None and row["latency_ms"] > 0
+    for name, derived in rows.items():  # its deployment variants: evaluated, profiled, linked to it, printed
+        assert derived["parent_run_id"] == row["run_id"] and derived["miou"] is not None and name in out
+        assert derived["latency_precision"] == ("int8" if name.endswith("int8") else "fp32")
     assert row["mpc"] is not None and row["rpc"] is not None and "mPC" in out  # the sweep, on the leaderboard
     [sweep] = store.robustness()
     assert [(r["corruption"], r["severity"]) for r in sweep["results"]] == [("impulse_noise", 3), ("frost", 3)]
     assert (tmp_path / "corruption-cache").is_dir()
     assert sorted((e["dataset"], e["condition"]) for e in store.evaluations()) == [  # the other streets, kept apart
-        ("synthetic", ""), ("synthetic-acdc", "fog"), ("synthetic-acdc", "night"), ("synthetic-acdc", "rain"),
+        ("synthetic", ""), ("synthetic", ""), ("synthetic", ""), ("synthetic-acdc", "fog"), ("synthetic-acdc", "night"), ("synthetic-acdc", "rain"),
         ("synthetic-acdc", "snow")]

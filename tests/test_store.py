@@ -360,16 +360,20 @@ def test_mark_stale_running(store):
 
 
 def _make_old_store(url: str, version: int = 1) -> tuple[str, int]:
-    """A store as schema version 2 left it (today's tables minus the robustness tables and
-    `evaluations.condition`), or version 1 (also minus `checkpoints`); meta says which."""
+    """A store as schema version 3 left it (today's tables minus `runs.parent_run_id` and
+    `runs.derivation`), version 2 (also minus the robustness tables and `evaluations.condition`) or
+    version 1 (also minus `checkpoints`); meta says which."""
     s = Store(url)
     rid = _start(s, variant=f"from_v{version}")
     _epoch(s, rid, 1, miou=0.25)
     _evaluate(s, rid, 0.3, variant=f"from_v{version}")
     s.close()
-    _sql(url, "DROP TABLE corruption_results")
-    _sql(url, "DROP TABLE robustness_sweeps")
-    _sql(url, 'ALTER TABLE evaluations DROP COLUMN "condition"')
+    _sql(url, 'ALTER TABLE runs DROP COLUMN "parent_run_id"')
+    _sql(url, 'ALTER TABLE runs DROP COLUMN "derivation"')
+    if version <= 2:
+        _sql(url, "DROP TABLE corruption_results")
+        _sql(url, "DROP TABLE robustness_sweeps")
+        _sql(url, 'ALTER TABLE evaluations DROP COLUMN "condition"')
     if version == 1:
         _sql(url, "DROP TABLE checkpoints")
     _sql(url, f"UPDATE meta SET value='{version}' WHERE key='schema_version'")
@@ -390,19 +394,26 @@ def _tables(url: str) -> set[str]:
         eng.dispose()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_old_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_path, version):
     url, rid = _make_old_store(store_url, version)
-    assert ("checkpoints" in _tables(url)) == (version == 2) and "robustness_sweeps" not in _tables(url)
+    assert ("checkpoints" in _tables(url)) == (version >= 2)
+    assert ("robustness_sweeps" in _tables(url)) == (version == 3)
     s = Store(url)
     assert _sql(url, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert {"checkpoints", "robustness_sweeps", "corruption_results"} <= _tables(url)
     assert [r["variant"] for r in s.runs()] == [f"from_v{version}"] and [e["epoch"] for e in s.epochs(rid)] == [1]
     assert s.leaderboard()[0]["miou"] == pytest.approx(0.3)  # the old evaluation: no condition, in-distribution
     assert [e["condition"] for e in s.evaluations()] == [""]
     s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="u", run_id=rid)
     assert s.checkpoint_record(tmp_path / "w" / "best.pt")["sha256"] == "cd" * 32
+    assert s.leaderboard()[0]["parent_run_id"] is None and s.leaderboard()[0]["method"] is None
+    child = _start(s, variant=f"from_v{version}+int8", parent_run_id=rid, derivation={"method": "int8"})
+    s.update_derivation(child, seconds=1.5)
+    row = next(r for r in s.leaderboard() if r["run_id"] == child)
+    assert (row["parent_variant"], row["method"], row["derivation"]) == (f"from_v{version}", "int8",
+                                                                         {"method": "int8", "seconds": 1.5})
     s.close()
     Store(url).close()  # opening the migrated store again is a no-op
 
