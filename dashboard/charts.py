@@ -8,13 +8,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.classes import CATEGORIES, CLASS_NAMES, PALETTE
-from dashboard.tables import EFFICIENCY_AXES, GROUPS
+from dashboard.tables import EFFICIENCY_AXES, GROUPS, METHOD_NAMES, method_text
 
 CLASS_COLORS = [f"rgb({r},{g},{b})" for r, g, b in PALETTE.tolist()]
 # A category is drawn in the colour of its first class (flat = road, vehicle = car, ...).
 CATEGORY_COLORS = {cat: CLASS_COLORS[ids[0]] for cat, ids in CATEGORIES.items()}
 ARCH_COLORS = {"deeplabv3_r50": "#1f77b4", "deeplabv3_r101": "#17becf", "hrnetv2_w48": "#d62728", "unet": "#2ca02c"}
-_HOVER = ["variant", "optimizer", "lr", "weight_decay", "dropout", "batch_size", "train_size", "epochs_label", "profile"]
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str = "miou") -> pd.DataFrame:
@@ -29,28 +28,90 @@ def pareto_front(df: pd.DataFrame, x: str, y: str = "miou") -> pd.DataFrame:
     return pts.loc[keep]
 
 
+METHOD_SYMBOLS = {"trained": "circle", "prune": "diamond", "int8": "square", "prune+int8": "star"}
+_RECIPE_HOVER = {"optimizer": "optimizer", "lr": "lr", "weight_decay": "weight decay", "dropout": "dropout",
+                 "batch_size": "batch", "train_size": "train size", "epochs_label": "epochs", "profile": "profile"}
+
+
+def _shown(v, fmt: str = "") -> str | None:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, float) and v.is_integer() and not fmt:
+        v = int(v)
+    return format(v, fmt) if fmt else str(v)
+
+
+def _point_hover(r: pd.Series, x: str, y: str, y_label: str) -> str:
+    lines = [f"<b>{r['variant']}</b>", f"{EFFICIENCY_AXES[x]}: {r[x]:.4g}", f"{y_label}: {r[y]:.3f}"]
+    if y != "miou" and "miou" in r and _shown(r["miou"]):
+        lines.append(f"mIoU (val): {r['miou']:.3f}")
+    method = r.get("method") or "trained"
+    lines.append(f"made by: {method_text(method, r.get('ratio'))}")
+    if method != "trained" and _shown(r.get("parent_variant")):
+        change = [f"mIoU {v:+.3f}" if k == "delta_miou" else f"{k.split('_')[0]} x{v:.2f}"
+                  for k in ("delta_miou", "size_ratio", "latency_ratio") if _shown(v := r.get(k))]
+        lines.append(f"from {r['parent_variant']}" + (f": {', '.join(change)}" if change else ""))
+    recipe = [f"{label}: {v}" for c, label in _RECIPE_HOVER.items() if c in r and (v := _shown(r[c]))]
+    return "<br>".join(lines + recipe)
+
+
 def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str = "mIoU (val)",
                     log_x: bool = False) -> go.Figure:
     """Accuracy (`y`: mIoU by default, or mPC, or the mIoU on another dataset) against an efficiency
-    axis, one colour per architecture, the Pareto front (on these two axes) as a step line with a
-    ring around each of its runs.
-    Each point carries its run_id in customdata (clicking selects it)."""
-    hover = {c: True for c in _HOVER if c in df} | {"arch": False, "run_id": False}
-    if y != "miou" and "miou" in df:
-        hover["miou"] = ":.3f"
-    fig = px.scatter(df, x=x, y=y, color="arch", color_discrete_map=ARCH_COLORS, log_x=log_x,
-                     custom_data=["run_id"], hover_name="variant", hover_data=hover,
-                     labels={x: EFFICIENCY_AXES[x], y: y_label, "miou": "mIoU (val)", "arch": "Architecture"})
-    fig.update_traces(marker=dict(size=13, line=dict(width=1, color="white")))
+    axis, one colour per architecture and one marker symbol per method (METHOD_SYMBOLS: trained,
+    pruned, INT8, pruned + INT8), a line from each model to every model derived from it (when both
+    are plotted), and the Pareto front (on these two axes) as a step line with a ring around each of
+    its runs. Each point carries its run_id in customdata (clicking selects it); each line carries
+    the run ids of its two ends (parent, derived)."""
+    df = df.assign(method=df["method"].fillna("trained") if "method" in df else "trained")
+    fig = go.Figure()
+    archs = list(dict.fromkeys(df["arch"]))
+    colors = {a: ARCH_COLORS.get(a, px.colors.qualitative.Dark24[i % 24]) for i, a in enumerate(archs)}
+    if "parent_run_id" in df:  # the lines first: drawn under the points
+        by_id = df.set_index("run_id")
+        for r in df[df["parent_run_id"].notna()].itertuples():
+            parent = int(r.parent_run_id)
+            if parent not in by_id.index:
+                continue
+            p = by_id.loc[parent]
+            fig.add_trace(go.Scatter(x=[p[x], getattr(r, x)], y=[p[y], getattr(r, y)], mode="lines",
+                                     name=f"{p['variant']} → {r.variant}", legendgroup=r.arch, showlegend=False,
+                                     line=dict(color=colors[r.arch], width=1.5), opacity=0.55,
+                                     customdata=[[parent], [r.run_id]], hoverinfo="skip"))
+    methods = [m for m in METHOD_SYMBOLS if m in set(df["method"])] + sorted(set(df["method"]) - set(METHOD_SYMBOLS))
+    for arch in archs:
+        first = True
+        for method in methods:
+            g = df[(df["arch"] == arch) & (df["method"] == method)]
+            if g.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=g[x], y=g[y], mode="markers", name=arch, legendgroup=arch, showlegend=first, legend="legend",
+                marker=dict(color=colors[arch], symbol=METHOD_SYMBOLS.get(method, "x"), size=13,
+                            line=dict(width=1, color="white")),
+                customdata=g[["run_id"]].to_numpy().tolist(),  # lists: the chart's JSON keeps them readable
+                hovertext=[_point_hover(r, x, y, y_label) for _, r in g.iterrows()],
+                hovertemplate="%{hovertext}<extra></extra>"))
+            first = False
+    derived = methods != ["trained"]
+    if derived:  # the key to the symbols, in a legend of its own
+        for method in methods:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=METHOD_NAMES.get(method, method),
+                                     legend="legend2", legendgroup=f"method {method}", hoverinfo="skip",
+                                     marker=dict(color="#6b7280", symbol=METHOD_SYMBOLS.get(method, "x"), size=11)))
     front = pareto_front(df, x, y)
     if len(front):  # a ring around each run on the front, so that a front of one run shows too
         fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines+markers", name="Pareto front",
                                  line=dict(color="rgba(90,90,90,0.7)", dash="dash", shape="hv"),
                                  marker=dict(symbol="circle-open", size=22, color="rgba(90,90,90,0.7)"),
                                  customdata=front[["run_id"]], hoverinfo="skip"))  # a click on a ring picks its run
-    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="",
-                      clickmode="event+select", yaxis_tickformat=".3f")
-    fig.update_yaxes(rangemode="nonnegative")
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), clickmode="event+select",
+                      yaxis_tickformat=".3f", hoverlabel=dict(align="left"),
+                      legend=dict(title_text="Architecture" if derived else "", y=1, yanchor="top"))
+    if derived:
+        fig.update_layout(legend2=dict(title_text="Method", y=0, yanchor="bottom", x=1.02, xanchor="left"))
+    fig.update_xaxes(title_text=EFFICIENCY_AXES[x], type="log" if log_x else None)
+    fig.update_yaxes(title_text=y_label, rangemode="nonnegative")
     return fig
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import media
+from dashboard.tables import lineage
 from engine import settings
 from engine.coverage import class_pixels
 from engine.inference import InferenceOptions, Segmenter
@@ -69,6 +70,9 @@ class Model:
     run_id: int | None
     miou: float | None
     dataset: str | None
+    parent_run_id: int | None = None   # a derived model (pruned, INT8): the run it was made from
+    method: str = "trained"            # tables.lineage: "trained", "prune", "int8", "prune+int8"
+    ratio: float | None = None         # tables.lineage: the fraction of the trained model's FLOPs pruned away
 
     @property
     def label(self) -> str:
@@ -77,18 +81,32 @@ class Model:
 
 
 def available_models(url: str, weights_dir: Path) -> list[Model]:
-    """Every `<weights>/<variant>/best.pt`, best mIoU first. Its run is the latest completed run of
-    that variant (a later training of a variant overwrites its best.pt)."""
+    """Every `<weights>/<variant>/best.pt` (trained and derived models alike: a derived model's
+    checkpoint is `<weights>/<derived name>/best.pt`), best mIoU first. Its run is the latest
+    completed run of that variant (a later training of a variant overwrites its best.pt)."""
+    rows = leaderboard(url)
+    made = lineage(rows)
     runs = {}
-    for r in sorted(leaderboard(url), key=lambda r: r["run_id"]):
+    for r in sorted(rows, key=lambda r: r["run_id"]):
         if r["status"] == "completed":
             runs[r["variant"]] = r
     models = []
     for path in sorted(Path(weights_dir).glob("*/best.pt")):
         run = runs.get(path.parent.name, {})
         models.append(Model(variant=path.parent.name, checkpoint=path, mtime_ns=path.stat().st_mtime_ns,
-                            run_id=run.get("run_id"), miou=run.get("miou"), dataset=run.get("dataset")))
+                            run_id=run.get("run_id"), miou=run.get("miou"), dataset=run.get("dataset"),
+                            parent_run_id=run.get("parent_run_id"),
+                            method=made[run["run_id"]]["method"] if run else "trained",
+                            ratio=made[run["run_id"]]["ratio"] if run else None))
     return sorted(models, key=lambda m: (m.miou is None, -(m.miou or 0.0), m.variant))
+
+
+def parent_of(model: Model, models: list[Model]) -> Model | None:
+    """The model a derived model was made from, when its checkpoint is still the one of that run
+    (a later training of the parent's variant overwrites its best.pt: then None, as for a trained model)."""
+    if model.parent_run_id is None:
+        return None
+    return next((m for m in models if m.run_id == model.parent_run_id), None)
 
 
 BACKENDS = {"torch": "PyTorch", "onnx": "ONNX Runtime"}   # engine.inference backends, as the sidebar names them

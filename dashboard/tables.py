@@ -2,7 +2,12 @@
 `engine.store` (leaderboard, class_iou_table, epochs, robustness, evaluations; the recipe's columns
 from `engine.store.recipe_columns`): renamed, unit-converted (params in millions, seconds in
 minutes) and filtered. The only numbers made here are the robustness ratios of stored numbers
-(retention = mIoU or IoU under corruption / clean), and the latest row per run and dataset."""
+(retention = mIoU or IoU under corruption / clean), a derived model's change against the model it
+was made from (mIoU difference, size and latency ratios), and the latest row per run and dataset.
+
+Derived models (`python -m engine compress`: pruned, INT8, pruned then INT8) are runs whose
+`parent_run_id` names the run they were made from; `lineage_view` lists each one directly under
+its parent, whatever the sort."""
 from __future__ import annotations
 
 import pandas as pd
@@ -19,27 +24,104 @@ EFFICIENCY_AXES = {
 }
 
 LEADERBOARD_COLUMNS = {  # frame column -> heading, in the order the Leaderboard page shows them
-    "variant": "Variant", "status": "Status", "miou": "mIoU", "pixel_accuracy": "Pixel acc.", "mpc": "mPC", "rpc": "rPC",
-    "params_m": "Params (M)", "size_mb": "Size (MB)", "gflops": "GFLOPs", "latency_ms": "Latency (ms)",
-    "train_minutes": "Train time (min)", "dataset": "Dataset", "arch": "Architecture", "backbone": "Backbone",
-    "optimizer": "Optimizer", "lr": "LR", "weight_decay": "Weight decay", "dropout": "Dropout",
+    "model": "Model", "method": "Method", "ratio": "FLOPs pruned", "status": "Status", "miou": "mIoU",
+    "delta_miou": "Δ mIoU", "size_mb": "Size (MB)", "size_ratio": "Δ size", "latency_ms": "Latency (ms)",
+    "latency_ratio": "Δ latency", "pixel_accuracy": "Pixel acc.", "mpc": "mPC", "rpc": "rPC", "params_m": "Params (M)",
+    "gflops": "GFLOPs", "train_minutes": "Train time (min)", "dataset": "Dataset", "arch": "Architecture",
+    "backbone": "Backbone", "optimizer": "Optimizer", "lr": "LR", "weight_decay": "Weight decay", "dropout": "Dropout",
     "batch_size": "Batch", "train_size": "Train size", "epochs_label": "Epochs", "profile": "Profile",
     "images_per_second": "Train img/s", "latency_setup": "Latency measured on", "started_at": "Started",
     "error": "Error", "uid": "Run",
 }
 
+# how a model was made (`lineage`'s method), for people, in the order legends list them
+METHOD_NAMES = {"trained": "trained", "prune": "pruned", "int8": "INT8", "prune+int8": "pruned + INT8"}
+# sort direction per column: these are better high (shown highest first); every other column lowest (or A-Z) first
+HIGHER_FIRST = {"miou", "delta_miou", "pixel_accuracy", "mpc", "rpc", "images_per_second", "started_at"}
+_ARROW = "↳ "
+_INDENT = "\u2003"  # one em space per level below the first
+
+
+def lineage(rows: list[dict]) -> dict[int, dict]:
+    """run_id -> how that model was made, following `parent_run_id` up to the trained model:
+    `method` ("trained", "prune", "int8", "prune+int8": the steps joined by "+"), `ratio` (the
+    fraction of the trained model's FLOPs pruned away, over every prune step; None without one),
+    `depth` (0 for a trained model, 1 for a model made from it...; the steps known) and `parent` (the
+    parent's row, None when it is not among `rows`)."""
+    by_id = {r["run_id"]: r for r in rows}
+    out = {}
+    for r in rows:
+        steps, seen, node = [], {r["run_id"]}, r
+        # a derived run made from a checkpoint the store never saw has a method but no parent
+        while node is not None and (node.get("parent_run_id") is not None or node.get("method")):
+            steps.append((node.get("method") or "derived", node.get("ratio")))
+            node = by_id.get(node.get("parent_run_id"))
+            if node is not None and node["run_id"] in seen:  # a cycle would be a broken store: stop there
+                break
+            if node is not None:
+                seen.add(node["run_id"])
+        steps.reverse()
+        kept = 1.0
+        for method, ratio in steps:
+            if method == "prune" and ratio is not None:
+                kept *= 1.0 - float(ratio)
+        out[r["run_id"]] = {"method": "+".join(m for m, _ in steps) or "trained",
+                            "ratio": None if kept == 1.0 else 1.0 - kept, "depth": len(steps),
+                            "parent": by_id.get(r.get("parent_run_id"))}
+    return out
+
+
+def method_text(method: str, ratio=None) -> str:
+    """"pruned 50% + INT8": how a model was made (`lineage`'s method and ratio), for people."""
+    if method == "trained":
+        return "trained"
+    text = " + ".join(METHOD_NAMES.get(m, m) for m in method.split("+"))
+    if ratio is not None and not pd.isna(ratio) and "prune" in method:
+        text = text.replace("pruned", f"pruned {ratio:.0%}", 1)
+    return text
+
+
+def _num(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _same_setup(a: dict, b: dict) -> bool:
+    """Latencies measured on the same device, thread count and resolution (precision may differ: INT8)."""
+    return all(a.get(k) == b.get(k) for k in ("latency_device", "latency_threads", "latency_resolution"))
+
+
+def change_against_parent(row: dict, parent: dict | None) -> dict:
+    """A derived model's change against the model it was made from: `delta_miou` (difference),
+    `size_ratio` and `latency_ratio` (derived / parent; the latency only when both were measured on
+    the same device, threads and resolution). NaN where either number is missing."""
+    nan = float("nan")
+    if parent is None:
+        return {"delta_miou": nan, "size_ratio": nan, "latency_ratio": nan}
+    miou, pmiou = _num(row.get("miou")), _num(parent.get("miou"))
+    size, psize = _num(row.get("size_mb")), _num(parent.get("size_mb"))
+    lat, plat = _num(row.get("latency_ms")), _num(parent.get("latency_ms"))
+    return {"delta_miou": miou - pmiou if miou is not None and pmiou is not None else nan,
+            "size_ratio": size / psize if size is not None and psize else nan,
+            "latency_ratio": lat / plat if lat is not None and plat and _same_setup(row, parent) else nan}
+
 
 def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
-    """`Store.leaderboard()` rows -> one display row per run (order kept: best mIoU first)."""
+    """`Store.leaderboard()` rows -> one display row per run (order kept: best mIoU first). A derived
+    model also gets its lineage (`method`, `ratio`, `depth`, `parent_run_id`, `parent_variant`) and its
+    change against its parent (`delta_miou`, `size_ratio`, `latency_ratio`); a trained model has
+    method "trained" and no change. `model` is the variant until `lineage_view` draws the tree."""
     out = []
+    family = lineage(rows)
     for r in rows:
         latency_setup = None
         if r.get("latency_ms") is not None:
             parts = [r.get("latency_device"), r.get("latency_resolution"),
                      f"{r['latency_threads']} threads" if r.get("latency_threads") else None, r.get("latency_precision")]
             latency_setup = ", ".join(str(p) for p in parts if p)
+        made = family[r["run_id"]]
         out.append({
-            "run_id": r["run_id"], "uid": r["uid"][:8], "variant": r["variant"], "status": r["status"],
+            "run_id": r["run_id"], "uid": r["uid"][:8], "variant": r["variant"], "model": r["variant"],
+            "status": r["status"],
             "dataset": r["dataset"], "arch": r["arch"], "backbone": r["backbone"], "optimizer": r.get("optimizer"),
             "lr": r.get("lr"), "weight_decay": r.get("weight_decay"), "dropout": r.get("dropout"),
             "batch_size": r.get("batch_size"), "train_size": r.get("train_size"),
@@ -52,12 +134,79 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
             "train_minutes": r["train_seconds"] / 60 if r.get("train_seconds") is not None else None,
             "images_per_second": r.get("images_per_second"), "started_at": r.get("started_at"),
             "error": r.get("error"), "description": r.get("description"),
+            "method": made["method"], "ratio": made["ratio"], "depth": made["depth"],
+            "parent_run_id": r.get("parent_run_id"), "parent_variant": r.get("parent_variant"),
+            **change_against_parent(r, made["parent"]),
         })
-    df = pd.DataFrame(out, columns=["run_id", *LEADERBOARD_COLUMNS, "description"])
+    df = pd.DataFrame(out, columns=["run_id", "variant", *LEADERBOARD_COLUMNS, "description", "depth",
+                                    "parent_run_id", "parent_variant"])
     numeric = ["miou", "pixel_accuracy", "mpc", "rpc", "params_m", "size_mb", "gflops", "latency_ms", "train_minutes",
-               "images_per_second", "lr", "weight_decay", "dropout", "batch_size"]
+               "images_per_second", "lr", "weight_decay", "dropout", "batch_size", "ratio", "delta_miou", "size_ratio",
+               "latency_ratio"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")  # missing -> NaN (a blank cell), not None
+    df["parent_run_id"] = df["parent_run_id"].astype("Int64")
+    df["depth"] = df["depth"].astype(int)
     return df
+
+
+def sort_label(column: str) -> str:
+    """How the Leaderboard's "Sort by" names a column: its heading and the direction it sorts in."""
+    heading = LEADERBOARD_COLUMNS.get(column, column)
+    if column == "started_at":
+        return f"{heading} (newest first)"
+    if column in HIGHER_FIRST:
+        return f"{heading} (highest first)"
+    if column in {"model", "method", "status", "dataset", "arch", "backbone", "optimizer", "profile", "train_size",
+                  "epochs_label", "latency_setup", "error", "uid"}:
+        return f"{heading} (A-Z)"
+    return f"{heading} (lowest first)"
+
+
+def lineage_view(df: pd.DataFrame, sort_by: str = "miou", ascending: bool | None = None) -> pd.DataFrame:
+    """The rows as a tree: the models that are not derived from another row of `df` (trained
+    models, and derived ones whose parent is filtered out) sorted by `sort_by` (highest first for
+    the columns in HIGHER_FIRST, else lowest first; missing values last), each followed directly by
+    the models made from it, sorted the same way among themselves, and so on down. `model` becomes
+    the variant for a top row and "↳ +int8" (the name's part after its parent's, indented one em
+    space per level below the first) under its parent."""
+    if df.empty:
+        return df.assign(model=df["variant"])
+    if ascending is None:
+        ascending = sort_by not in HIGHER_FIRST
+    ordered = df.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    ids = set(ordered["run_id"])
+    children: dict[int, list] = {}
+    tops = []
+    for idx, row in ordered.iterrows():
+        parent = row["parent_run_id"]
+        if pd.notna(parent) and int(parent) in ids and int(parent) != row["run_id"]:
+            children.setdefault(int(parent), []).append(idx)
+        else:
+            tops.append(idx)
+    order, labels, done = [], {}, set()
+
+    def visit(idx, level: int) -> None:
+        if idx in done:
+            return
+        done.add(idx)
+        row = ordered.loc[idx]
+        if level == 0:
+            labels[idx] = row["variant"]
+        else:
+            parent = ordered.loc[ordered["run_id"] == int(row["parent_run_id"]), "variant"].iloc[0]
+            own = row["variant"][len(parent):] if row["variant"].startswith(parent) else ""
+            labels[idx] = _INDENT * (level - 1) + _ARROW + (own or row["variant"])
+        order.append(idx)
+        for child in children.get(int(row["run_id"]), []):
+            visit(child, level + 1)
+
+    for idx in tops:
+        visit(idx, 0)
+    for idx in ordered.index:  # rows in a parent cycle (a broken store) still show, at the top level
+        visit(idx, 0)
+    out = ordered.loc[order].copy()
+    out["model"] = [labels[i] for i in order]
+    return out
 
 
 def filter_runs(df: pd.DataFrame, *, datasets=None, archs=None, statuses=None) -> pd.DataFrame:

@@ -99,6 +99,32 @@ def pick_model(label: str, models: list[loaders.Model], slot: str, default: int 
     return by_variant[variant]
 
 
+def _set_pick(slot: str, variant: str) -> None:
+    st.session_state[slot] = variant
+    st.session_state[f"pick_{slot}"] = variant
+
+
+def parent_shortcut(models: list[loaders.Model], a: loaders.Model, b: loaders.Model,
+                    slots: tuple[str, str] = ("compare_a", "compare_b")) -> None:
+    """For two model pickers (session slots of `pick_model`): when A (else B) is a derived model
+    whose parent's checkpoint is here and the other side is not that parent, a button that puts the
+    parent on the other side; when one side was made from the other, a line that says how."""
+    for model, other, slot, side in ((a, b, slots[1], "B"), (b, a, slots[0], "A")):
+        parent = loaders.parent_of(model, models)
+        if parent is not None and parent == other:
+            st.caption(f":material/account_tree: {'B' if side == 'A' else 'A'} ({model.variant}) was made from "
+                       f"{side} ({parent.variant}): {tables.method_text(model.method, model.ratio)}.")
+            return
+    for model, other, slot, side in ((a, b, slots[1], "B"), (b, a, slots[0], "A")):
+        parent = loaders.parent_of(model, models)
+        if parent is not None:
+            st.button(f"Compare with its parent: {side} = {parent.variant}", key=f"{slot}_parent",
+                      icon=":material/account_tree:", on_click=_set_pick, args=(slot, parent.variant),
+                      help=f"{model.variant} was made from {parent.variant} "
+                           f"({tables.method_text(model.method, model.ratio)}): see where that changes the labels")
+            return
+
+
 def _set_classes(key: str, ids: list[int], toggle: bool = False) -> None:
     current = set(st.session_state.get(key, []))
     if toggle:

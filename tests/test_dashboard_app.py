@@ -9,6 +9,7 @@ import json
 import sqlite3
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -60,6 +61,8 @@ def test_leaderboard_lists_every_run_with_failed_runs_marked(app, dashboard_data
     assert done["miou"].between(0, 1).all() and (done["params_m"] > 0).all() and done["latency_ms"].notna().all()
     assert "TrainingDiverged" in _texts(at, "error")
     assert {m.label for m in at.metric} >= {"Runs", "Best mIoU", "Fastest", "Smallest"}
+    smallest = next(m for m in at.metric if m.label == "Smallest")  # on disk: what a device must hold
+    assert smallest.value == f"{done['size_mb'].min():.1f} MB"
     at.multiselect[2].set_value(["failed"]).run()  # status filter
     assert list(at.dataframe[0].value["variant"]) == ["hrnetv2_w48_sgd"]
     at.multiselect[2].set_value(["completed"]).run()
@@ -444,3 +447,122 @@ def test_compare_a_video_with_a_corruption_on_every_frame(app, tmp_path):
         assert np.abs(result.frame(i)[0].astype(int) - expected).mean() < 4  # kept as JPEG
         assert np.abs(result.frame(i)[0].astype(int) - frame).mean() > 8
     assert [b.proto.label for b in at.get("download_button")][-1] == "Side by side (MP4)"
+
+
+# ---------------------------------------------------------------- derived models (pruned, INT8)
+
+def make_derived_data(dashboard_data, tmp: Path) -> SimpleNamespace:
+    """`dashboard_data` plus the deployment variants `engine compress` records for its DeepLabV3-R50
+    run (+prune0.5, +int8, and +prune0.5+int8 made from the pruned one): runs linked to their parent
+    with their derivation, evaluated on the parent's latency setup, and a checkpoint each under
+    weights/<derived name>/best.pt (the parent's file: nothing here loads them). In a copy of the store
+    and a weights folder of its own under `tmp`."""
+    from engine.store import Store
+    from tests.test_dashboard_logic import record_model
+
+    db, weights = tmp / "results.db", tmp / "weights"
+    with sqlite3.connect(dashboard_data.db.removeprefix("sqlite:///")) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    weights.mkdir()
+    for variant in dashboard_data.variants:
+        (weights / variant).symlink_to(Path(dashboard_data.weights) / variant, target_is_directory=True)
+    parent_variant = dashboard_data.variants[0]
+    url = f"sqlite:///{db}"
+    with Store(url) as store:
+        parent = next(r for r in store.leaderboard() if r["variant"] == parent_variant)
+        setup = dict(device=parent["latency_device"], threads=parent["latency_threads"],
+                     resolution=parent["latency_resolution"], dataset=parent["dataset"], arch=parent["arch"])
+        ids, figures = {parent_variant: parent["run_id"]}, {}
+
+        def derive(suffix, from_variant, method, ratio, miou_factor, size_factor, latency_factor):
+            variant = f"{from_variant}{suffix}"
+            base = figures.get(from_variant, parent)
+            figures[variant] = {"miou": base["miou"] * miou_factor, "size_mb": base["size_mb"] * size_factor,
+                                "latency_ms": base["latency_ms"] * latency_factor, "gflops": base["gflops"],
+                                "params": base["params"]}
+            ids[variant] = record_model(store, variant, setup["arch"], parent=ids[from_variant],
+                                        derivation={"method": method, "ratio": ratio},
+                                        precision="int8" if method == "int8" else "fp32",
+                                        **{k: v for k, v in setup.items() if k != "arch"}, **figures[variant])
+            (weights / variant).mkdir()
+            (weights / variant / "best.pt").symlink_to(Path(dashboard_data.weights) / parent_variant / "best.pt")
+
+        derive("+prune0.5", parent_variant, "prune", 0.5, 0.9, 0.55, 0.6)
+        derive("+int8", parent_variant, "int8", None, 0.97, 0.26, 0.45)
+        derive("+int8", f"{parent_variant}+prune0.5", "int8", None, 0.98, 0.26, 0.5)
+    return SimpleNamespace(db=url, weights=weights, parent=parent_variant, ids=ids, figures=figures,
+                           derived=[v for v in ids if v != parent_variant],
+                           env={"RESULTS_DB": url, "WEIGHTS_DIR": str(weights), "SEGBENCH_OFFLINE": "1"})
+
+
+@pytest.fixture(scope="module")
+def derived_data(dashboard_data, tmp_path_factory):
+    return make_derived_data(dashboard_data, tmp_path_factory.mktemp("derived"))
+
+
+def test_leaderboard_lists_derived_models_under_their_parent(app, derived_data):
+    at = app("leaderboard", derived_data.env)
+    parent = derived_data.parent
+    df = at.dataframe[0].value
+    variants = list(df["variant"])
+    i = variants.index(parent)
+    assert variants[i:i + 4] == [parent, f"{parent}+int8", f"{parent}+prune0.5", f"{parent}+prune0.5+int8"]
+    assert list(df["model"])[i:i + 4] == [parent, "↳ +int8", "↳ +prune0.5", "\u2003↳ +int8"]
+    assert list(df["method"])[i:i + 4] == ["trained", "int8", "prune", "prune+int8"]
+    row = df.set_index("variant").loc[f"{parent}+prune0.5+int8"]
+    pruned = derived_data.figures[f"{parent}+prune0.5"]
+    assert row["ratio"] == 0.5 and row["size_ratio"] == pytest.approx(0.26) and row["latency_ratio"] == pytest.approx(0.5)
+    assert row["delta_miou"] == pytest.approx(pruned["miou"] * 0.98 - pruned["miou"])
+    assert at.selectbox(key="leaderboard_sort").value == "miou"
+    # the grid sorts nothing itself (a clicked heading would tear the tree apart): read-only, rows "dynamic"
+    from streamlit.proto.Dataframe_pb2 import Dataframe as DataframeProto
+
+    table = at.dataframe[0].proto
+    assert table.editing_mode == DataframeProto.EditingMode.DYNAMIC and table.disabled
+    for column in ("latency_ms", "size_mb", "model", "delta_miou"):
+        at.selectbox(key="leaderboard_sort").set_value(column).run()
+        assert not at.exception
+        variants = list(at.dataframe[0].value["variant"])
+        i = variants.index(parent)
+        assert set(variants[i:i + 4]) == {parent, *derived_data.derived}, (column, variants)
+        assert variants.index(f"{parent}+prune0.5+int8") == variants.index(f"{parent}+prune0.5") + 1
+    assert "Deployment variants" in _texts(at, "caption")
+
+
+def test_tradeoffs_join_derived_models_to_their_parent_with_a_symbol_per_method(app, derived_data):
+    at = app("tradeoffs", derived_data.env)
+    at.selectbox(key="tradeoff_axis").set_value("size_mb").run()
+    spec = _spec(at.get("plotly_chart")[0])
+    ids = derived_data.ids
+    parent = derived_data.parent
+    lines = {tuple(c[0] for c in d["customdata"]): d for d in spec["data"] if d.get("mode") == "lines"}
+    assert set(lines) == {(ids[parent], ids[f"{parent}+prune0.5"]), (ids[parent], ids[f"{parent}+int8"]),
+                          (ids[f"{parent}+prune0.5"], ids[f"{parent}+prune0.5+int8"])}
+    symbols = {c[0]: d["marker"]["symbol"] for d in spec["data"] if d.get("mode") == "markers" and "customdata" in d
+               for c in d["customdata"]}
+    assert symbols[ids[parent]] == "circle" and symbols[ids[f"{parent}+prune0.5"]] == "diamond"
+    assert symbols[ids[f"{parent}+int8"]] == "square" and symbols[ids[f"{parent}+prune0.5+int8"]] == "star"
+    assert [d["name"] for d in spec["data"] if d.get("legend") == "legend2"] == ["trained", "pruned", "INT8",
+                                                                                 "pruned + INT8"]
+    assert all(v in at.get("plotly_chart")[0].proto.spec for v in derived_data.derived)
+    assert "Pareto front** (Checkpoint size (MB)" in _texts(at, "markdown")
+    at.selectbox(key="tradeoff_y").set_value("mpc").run()  # derived models have no sweep: not plotted, and said so
+    assert not at.exception and "Not plotted:" in _texts(at, "caption")
+    assert f"{parent}+int8 (no mPC)" in _texts(at, "caption")
+
+
+def test_compare_and_coverage_offer_derived_models_and_compare_with_the_parent(app, derived_data):
+    parent = derived_data.parent
+    at = app("compare", derived_data.env)
+    a = at.selectbox(key="pick_compare_a")
+    trained = [p.name for p in derived_data.weights.iterdir() if p.is_symlink()]
+    assert {o.split(" (")[0] for o in a.options} == {*trained, *derived_data.derived}
+    a.set_value(f"{parent}+int8").run()
+    button = at.button(key="compare_b_parent")
+    assert button.label == f"Compare with its parent: B = {parent}"
+    button.click().run()
+    assert not at.exception
+    assert at.selectbox(key="pick_compare_b").value == parent and at.selectbox(key="pick_compare_a").value == f"{parent}+int8"
+    assert f"A ({parent}+int8) was made from B ({parent}): INT8." in _texts(at, "caption")
+    at = app("coverage", derived_data.env)
+    assert {o.split(" (")[0] for o in at.selectbox(key="pick_coverage_model").options} >= set(derived_data.derived)

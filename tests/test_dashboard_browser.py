@@ -316,6 +316,48 @@ def test_coverage_of_two_uploads_exports_a_tidy_csv(page, dashboard_data, tmp_pa
         assert sum(float(r["share"]) for r in mine) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_derived_models_show_on_tradeoffs_and_leaderboard(app, dashboard_data, tmp_path_factory, out_dir):
+    """A store with deployment variants (tests.test_dashboard_app.make_derived_data: +prune0.5, +int8
+    and +prune0.5+int8 of the DeepLabV3-R50 run), on a server of its own: plotly draws them joined to
+    their parent with the method legend, and the Leaderboard grid lists them under their parent."""
+    from tests.test_dashboard_app import make_derived_data
+
+    derived = make_derived_data(dashboard_data, tmp_path_factory.mktemp("derived_browser"))
+    _, browser, _ = app
+    log = out_dir / "streamlit_derived.log"
+    with server.running(derived.env, log_path=log) as url:
+        context = browser.new_context(base_url=url, viewport={"width": WIDTH, "height": HEIGHT})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        try:
+            open_page(page, "tradeoffs")
+            chart = page.locator("[data-testid='stPlotlyChart']").first
+            expect(chart.locator(".main-svg").first).to_be_visible()
+            for name in ("trained", "pruned", "INT8", "pruned + INT8"):  # the second legend: one symbol per method
+                expect(chart.locator(".legend2text", has_text=re.compile(f"^{re.escape(name)}$"))).to_have_count(1)
+            expect(chart.locator(".legend2titletext", has_text="Method")).to_have_count(1)
+            expect(chart.locator(".legendtitletext", has_text="Architecture")).to_have_count(1)
+            # a line from the parent to each of its 3 derived models, and the Pareto front's
+            expect(chart.locator(".scatterlayer .trace .js-line")).to_have_count(3 + 1)
+            expect(chart.locator(".scatterlayer path.point")).not_to_have_count(0)
+            assert_healthy(page)
+            screenshot(page, out_dir / "tradeoffs_derived.png")
+
+            open_page(page, "leaderboard")
+            grid = page.locator("[data-testid='stDataFrame']")
+            expect(grid.locator("[role='gridcell']").filter(has_text=re.compile(r"^\s*↳ \+int8$"))).to_have_count(2)
+            expect(grid.locator("[role='gridcell']").filter(has_text=re.compile(r"^↳ \+prune0\.5$"))).to_have_count(1)
+            first = [row.locator("[role='gridcell']").first.inner_text().strip()
+                     for row in grid.locator("[role='row']").all() if row.locator("[role='gridcell']").count()]
+            i = first.index(derived.parent)
+            assert first[i:i + 4] == [derived.parent, "↳ +int8", "↳ +prune0.5", "↳ +int8"], first
+            assert_healthy(page)
+            screenshot(page, out_dir / "leaderboard_derived.png")
+        finally:
+            context.close()
+    assert "Traceback" not in log.read_text(errors="replace")
+
+
 def test_server_logged_no_traceback(app):
     """Runs last: nothing above made the server log an exception."""
     log = app[2].read_text(errors="replace")

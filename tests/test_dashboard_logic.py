@@ -381,3 +381,191 @@ def test_video_comparison_runs_both_models_on_the_transformed_frames(tmp_path):
                         visible=[], transform=lambda frame, i: np.full_like(frame, 200 + i))
     assert seen == pytest.approx([200, 201, 202] * 2, abs=0.01)  # each frame replaced before both models see it
     assert abs(float(res.frame(2)[0].mean()) - 202) < 3          # and kept as the transformed frame
+
+
+# ---------------------------------------------------------------- derived models (pruned, INT8)
+
+def record_model(store, variant, arch, *, miou, size_mb, latency_ms, gflops=10.0, params=1_000_000, parent=None,
+                 derivation=None, precision="fp32", device="Xeon", threads=2, resolution="64x32",
+                 dataset="synthetic") -> int:
+    """A completed, evaluated run in a real store, as training (or `engine compress`, with `parent`
+    and `derivation`) and evaluation record it."""
+    from engine.metrics import Metrics
+    from engine.profiling import Profile
+
+    hp = {"schedule": {"epochs": 2, "optimizer": {"name": "adam", "lr": 1e-4}}, "data": {"batch_size": 4}}
+    rid = store.start_run(variant=variant, arch=arch, backbone="b", profile="quick", hyperparameters=hp,
+                          dataset=dataset, data_root="/data", train_images=4, val_images=2, device="cpu",
+                          code_version="test", parent_run_id=parent, derivation=derivation)
+    store.record_evaluation(
+        run_id=rid, variant=variant, checkpoint=f"/w/{variant}/best.pt", checkpoint_sha256="ab" * 32, dataset=dataset,
+        split="val", eval_size=resolution,
+        metrics=Metrics(miou=miou, pixel_accuracy=0.8, per_class_iou={n: miou for n in CLASS_NAMES}, num_images=2),
+        profile=Profile(params=params, size_mb=size_mb, gflops=gflops, latency_ms=latency_ms, device=device,
+                        threads=threads, precision=precision, resolution=resolution))
+    store.finish_run(rid, status="completed")
+    return rid
+
+
+@pytest.fixture
+def derived_store(tmp_path):
+    """A real SQLite store: DeepLabV3-R50 with its +prune0.5, +int8 and +prune0.5+int8 (made from the
+    pruned one), a UNet with an +int8 whose latency was measured on another machine, and an HRNet
+    with no derived model. Yields (url, {variant: run_id})."""
+    from engine.store import Store
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    store, ids = Store(url), {}
+    a = "deeplabv3_r50_adam"
+    ids[a] = record_model(store, a, "deeplabv3_r50", miou=0.60, size_mb=160, latency_ms=200, gflops=140, params=40_000_000)
+    ids[f"{a}+prune0.5"] = record_model(store, f"{a}+prune0.5", "deeplabv3_r50", miou=0.58, size_mb=90, latency_ms=110,
+                                        gflops=70, params=22_000_000, parent=ids[a],
+                                        derivation={"method": "prune", "ratio": 0.5, "importance": "l1"})
+    store.update_derivation(ids[f"{a}+prune0.5"], miou_before_finetune=0.41, finetune_iters=200)
+    ids[f"{a}+int8"] = record_model(store, f"{a}+int8", "deeplabv3_r50", miou=0.59, size_mb=41, latency_ms=90, gflops=140,
+                                    params=40_000_000, parent=ids[a], derivation={"method": "int8", "ratio": None},
+                                    precision="int8")
+    ids[f"{a}+prune0.5+int8"] = record_model(store, f"{a}+prune0.5+int8", "deeplabv3_r50", miou=0.57, size_mb=23,
+                                             latency_ms=60, gflops=70, params=22_000_000, parent=ids[f"{a}+prune0.5"],
+                                             derivation={"method": "int8", "ratio": None}, precision="int8")
+    ids["unet_ce_dice"] = record_model(store, "unet_ce_dice", "unet", miou=0.55, size_mb=120, latency_ms=150)
+    ids["unet_ce_dice+int8"] = record_model(store, "unet_ce_dice+int8", "unet", miou=0.56, size_mb=31, latency_ms=40,
+                                            parent=ids["unet_ce_dice"], derivation={"method": "int8"},
+                                            precision="int8", device="another CPU")
+    ids["hrnetv2_w48_adamw"] = record_model(store, "hrnetv2_w48_adamw", "hrnetv2_w48", miou=0.65, size_mb=260,
+                                            latency_ms=300)
+    store.close()
+    return url, ids
+
+
+def assert_tree(view: pd.DataFrame) -> None:
+    """Every row whose parent is in the view comes after it, with only the parent's descendants between them."""
+    order = list(view["run_id"])
+    parent = {int(r): (int(p) if pd.notna(p) else None) for r, p in zip(view["run_id"], view["parent_run_id"])}
+
+    def descends(rid, ancestor) -> bool:
+        while parent.get(rid) is not None:
+            rid = parent[rid]
+            if rid == ancestor:
+                return True
+        return False
+
+    for i, rid in enumerate(order):
+        p = parent[rid]
+        if p in order:
+            j = order.index(p)
+            assert j < i and all(descends(between, p) for between in order[j + 1:i]), (view["variant"].tolist(), rid)
+
+
+def test_leaderboard_lists_derived_models_under_their_parent_with_their_change(derived_store):
+    from engine.store import Store
+
+    url, ids = derived_store
+    with Store(url) as store:
+        frame = tables.leaderboard_frame(store.leaderboard())
+    view = tables.lineage_view(frame)  # mIoU, highest first
+    a = "deeplabv3_r50_adam"
+    assert list(view["variant"]) == ["hrnetv2_w48_adamw", a, f"{a}+int8", f"{a}+prune0.5", f"{a}+prune0.5+int8",
+                                     "unet_ce_dice", "unet_ce_dice+int8"]
+    assert list(view["model"]) == ["hrnetv2_w48_adamw", a, "↳ +int8", "↳ +prune0.5", "\u2003↳ +int8", "unet_ce_dice",
+                                   "↳ +int8"]
+    assert list(view["method"]) == ["trained", "trained", "int8", "prune", "prune+int8", "trained", "int8"]
+    row = view.set_index("variant")
+    assert row.loc[f"{a}+prune0.5", "ratio"] == 0.5 and row.loc[f"{a}+prune0.5+int8", "ratio"] == 0.5  # the chain's
+    assert np.isnan(row.loc[f"{a}+int8", "ratio"]) and np.isnan(row.loc[a, "ratio"])
+    assert row.loc[f"{a}+prune0.5+int8", "parent_variant"] == f"{a}+prune0.5"
+    # the change against the parent: mIoU difference, size and latency ratios
+    assert row.loc[f"{a}+prune0.5", ["delta_miou", "size_ratio", "latency_ratio"]].tolist() == pytest.approx(
+        [-0.02, 90 / 160, 110 / 200])
+    assert row.loc[f"{a}+int8", ["delta_miou", "size_ratio", "latency_ratio"]].tolist() == pytest.approx(
+        [-0.01, 41 / 160, 90 / 200])
+    assert row.loc[f"{a}+prune0.5+int8", ["delta_miou", "size_ratio", "latency_ratio"]].tolist() == pytest.approx(
+        [-0.01, 23 / 90, 60 / 110])  # against the pruned model it was made from
+    unet8 = row.loc["unet_ce_dice+int8"]
+    assert unet8["delta_miou"] == pytest.approx(0.01) and unet8["size_ratio"] == pytest.approx(31 / 120)
+    assert np.isnan(unet8["latency_ratio"])  # measured on another CPU: no ratio
+    assert row[row["method"] == "trained"][["delta_miou", "size_ratio", "latency_ratio"]].isna().all().all()
+
+    # whatever the sort, each derived model stays under its parent
+    for column in tables.LEADERBOARD_COLUMNS:
+        for ascending in (True, False, None):
+            sorted_view = tables.lineage_view(frame, column, ascending)
+            assert sorted(sorted_view["run_id"]) == sorted(frame["run_id"])
+            assert_tree(sorted_view)
+    fastest = tables.lineage_view(frame, "latency_ms")
+    assert list(fastest["variant"]) == ["unet_ce_dice", "unet_ce_dice+int8", a, f"{a}+int8", f"{a}+prune0.5",
+                                        f"{a}+prune0.5+int8", "hrnetv2_w48_adamw"]
+    assert tables.sort_label("latency_ms") == "Latency (ms) (lowest first)"
+    assert tables.sort_label("miou") == "mIoU (highest first)"
+    # a derived model whose parent is filtered out stands at the top, under its full name
+    orphan = tables.lineage_view(frame[frame["variant"] != f"{a}+prune0.5"])
+    assert orphan.set_index("variant").loc[f"{a}+prune0.5+int8", "model"] == f"{a}+prune0.5+int8"
+    assert_tree(orphan)
+
+
+def test_tradeoff_figure_joins_each_parent_to_its_derived_models(derived_store):
+    from engine.store import Store
+
+    url, ids = derived_store
+    with Store(url) as store:
+        runs = tables.evaluated(tables.leaderboard_frame(store.leaderboard()))
+    fig = charts.tradeoff_figure(runs, "latency_ms", log_x=True)
+    a = "deeplabv3_r50_adam"
+    edges = {(int(t.customdata[0][0]), int(t.customdata[1][0])): t for t in fig.data if t.mode == "lines"}
+    assert set(edges) == {(ids[a], ids[f"{a}+prune0.5"]), (ids[a], ids[f"{a}+int8"]),
+                          (ids[f"{a}+prune0.5"], ids[f"{a}+prune0.5+int8"]), (ids["unet_ce_dice"], ids["unet_ce_dice+int8"])}
+    line = edges[(ids[f"{a}+prune0.5"], ids[f"{a}+prune0.5+int8"])]
+    assert list(line.x) == [110, 60] and list(line.y) == pytest.approx([0.58, 0.57])  # from the parent to the derived
+    assert line.line.color == charts.ARCH_COLORS["deeplabv3_r50"] and line.hoverinfo == "skip"
+    # one marker symbol per method, every point still carrying its run id
+    symbol = {int(c[0]): t.marker.symbol for t in fig.data if t.mode == "markers" and t.customdata is not None
+              for c in t.customdata}
+    assert sorted(symbol) == sorted(ids.values())
+    assert {symbol[ids[a]], symbol[ids[f"{a}+prune0.5"]], symbol[ids[f"{a}+int8"]], symbol[ids[f"{a}+prune0.5+int8"]]} \
+        == {"circle", "diamond", "square", "star"}
+    assert symbol[ids[f"{a}+prune0.5+int8"]] == charts.METHOD_SYMBOLS["prune+int8"] == "star"
+    assert symbol[ids["unet_ce_dice+int8"]] == symbol[ids[f"{a}+int8"]] == "square"
+    key = [t for t in fig.data if t.legend == "legend2"]
+    assert [(t.name, t.marker.symbol) for t in key] == [("trained", "circle"), ("pruned", "diamond"), ("INT8", "square"),
+                                                        ("pruned + INT8", "star")]
+    assert fig.layout.legend2.title.text == "Method" and fig.layout.xaxis.type == "log"
+    hover = [h for t in fig.data if t.hovertext is not None for h in t.hovertext if f"<b>{a}+prune0.5+int8</b>" in h]
+    assert "made by: pruned 50% + INT8" in hover[0] and f"from {a}+prune0.5: mIoU -0.010, size x0.26" in hover[0]
+    front = [t for t in fig.data if t.name == "Pareto front"][0]
+    assert [int(c[0]) for c in front.customdata] == [ids[v] for v in ("unet_ce_dice+int8", f"{a}+prune0.5+int8",
+                                                                      f"{a}+int8", a, "hrnetv2_w48_adamw")]
+    # a line only where both ends are plotted
+    fewer = charts.tradeoff_figure(runs[runs["variant"] != f"{a}+prune0.5"], "size_mb")
+    assert len([t for t in fewer.data if t.mode == "lines"]) == 2
+
+
+def test_compare_and_coverage_offer_derived_checkpoints_and_their_parent(derived_store, tmp_path):
+    from dashboard import loaders
+
+    url, ids = derived_store
+    a = "deeplabv3_r50_adam"
+    weights = tmp_path / "weights"
+    for variant in (a, f"{a}+int8", f"{a}+prune0.5+int8", "unet_ce_dice+int8"):  # unet's own checkpoint is gone
+        (weights / variant).mkdir(parents=True)
+        (weights / variant / "best.pt").write_bytes(b"not loaded here")
+    models = {m.variant: m for m in loaders.available_models(url, weights)}
+    assert list(models) == [a, f"{a}+int8", f"{a}+prune0.5+int8", "unet_ce_dice+int8"]  # best mIoU first
+    int8 = models[f"{a}+int8"]
+    assert (int8.run_id, int8.parent_run_id, int8.method) == (ids[f"{a}+int8"], ids[a], "int8")
+    assert loaders.parent_of(int8, list(models.values())) == models[a]
+    assert loaders.parent_of(models[a], list(models.values())) is None
+    assert loaders.parent_of(models[f"{a}+prune0.5+int8"], list(models.values())) is None  # +prune0.5 has no checkpoint
+    assert loaders.parent_of(models["unet_ce_dice+int8"], list(models.values())) is None
+    assert models[f"{a}+prune0.5+int8"].method == "prune+int8" and models[f"{a}+prune0.5+int8"].ratio == 0.5
+    assert tables.method_text("prune+int8", 0.5) == "pruned 50% + INT8"
+
+
+def test_lineage_of_a_derived_run_whose_parent_the_store_never_saw():
+    rows = [{"run_id": 1, "parent_run_id": None, "method": "int8", "ratio": None},   # compressed from a lone file
+            {"run_id": 2, "parent_run_id": 1, "method": "prune", "ratio": 0.5},
+            {"run_id": 3, "parent_run_id": 2, "method": "prune", "ratio": 0.5},
+            {"run_id": 4, "parent_run_id": 99, "method": None, "ratio": None}]    # its parent since deleted
+    made = tables.lineage(rows)
+    assert [made[r]["method"] for r in (1, 2, 3, 4)] == ["int8", "int8+prune", "int8+prune+prune", "derived"]
+    assert made[3]["ratio"] == pytest.approx(0.75) and made[1]["ratio"] is None and made[4]["parent"] is None
+    assert made[2]["parent"]["run_id"] == 1 and [made[r]["depth"] for r in (1, 2, 3, 4)] == [1, 2, 3, 1]

@@ -25,6 +25,7 @@ with c1:
     model_a = widgets.pick_model("Model A", models, "compare_a", default=0)
 with c2:
     model_b = widgets.pick_model("Model B", models, "compare_b", default=1)
+widgets.parent_shortcut(models, model_a, model_b)
 
 
 @st.cache_data(show_spinner=False, max_entries=2)

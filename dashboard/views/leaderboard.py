@@ -6,7 +6,9 @@ from dashboard import loaders, tables, widgets
 st.title("Leaderboard")
 st.caption("Every training run in the results store, with its latest evaluation on the validation split. "
            "Latency is one forward pass of one image, measured where the run was evaluated. mPC and rPC: the "
-           "mean mIoU under corruptions and its share of the clean mIoU (Robustness page).")
+           "mean mIoU under corruptions and its share of the clean mIoU (Robustness page). Deployment variants "
+           "(pruned, INT8: `python -m engine compress`) are listed under the model they were made from (↳), with "
+           "their change against it (Δ).")
 
 df = widgets.runs_or_stop()
 
@@ -31,20 +33,43 @@ if not done.empty:
         fast = done.loc[done["latency_ms"].idxmin()]
         m3.metric("Fastest", f"{fast['latency_ms']:.0f} ms")
         m3.caption(fast["variant"], help=f"measured on {fast['latency_setup']}")
-    if done["params_m"].notna().any():
-        small = done.loc[done["params_m"].idxmin()]
-        m4.metric("Smallest", f"{small['params_m']:.1f} M params")
-        m4.caption(small["variant"])
+    if done["size_mb"].notna().any():  # what a device must hold: an INT8 model keeps its parent's parameter count
+        small = done.loc[done["size_mb"].idxmin()]
+        m4.metric("Smallest", f"{small['size_mb']:.1f} MB")
+        m4.caption(small["variant"], help=f"checkpoint size on disk; {small['params_m']:.1f} M parameters")
 if set(view["dataset"]) == {"synthetic"}:
     st.caption(":material/info: These runs were trained and evaluated on the built-in synthetic street scenes, "
                "not on Cityscapes.")
 
+if "leaderboard_sort" not in st.session_state:
+    st.session_state["leaderboard_sort"] = "miou"
+sort_by = st.columns([1, 2])[0].selectbox(
+    "Sort by", list(tables.LEADERBOARD_COLUMNS), format_func=tables.sort_label, key="leaderboard_sort",
+    help="Derived models stay directly under the model they were made from, sorted the same way among themselves "
+         "(the table's own column sorting is off: it would tear them away from their parents).")
+view = tables.lineage_view(view, sort_by)
 shown = view.drop(columns=["run_id"])
-st.dataframe(
-    shown, hide_index=True, width="stretch", key="leaderboard_table",
+# read-only (disabled) and unsortable: a data editor whose rows may change ("dynamic") sorts nothing; the
+# height fits the rows (up to 15) and leaves out the empty row such an editor keeps for adding one
+st.data_editor(
+    shown, hide_index=True, width="stretch", height=35 * (min(len(shown), 15) + 1) + 3, key="leaderboard_table",
+    placeholder="", num_rows="dynamic", disabled=True,
     column_order=list(tables.LEADERBOARD_COLUMNS),
     column_config={
         **{c: st.column_config.Column(label) for c, label in tables.LEADERBOARD_COLUMNS.items()},
+        "model": st.column_config.TextColumn("Model", pinned=True,
+                                             help="↳: made from the model above it (`python -m engine compress`)"),
+        "method": st.column_config.TextColumn("Method", help="trained, or how it was made from the model above: "
+                                                             "prune, int8, or prune+int8"),
+        "ratio": st.column_config.NumberColumn("FLOPs pruned", format="percent",
+                                               help="the share of the trained model's FLOPs pruned away"),
+        "delta_miou": st.column_config.NumberColumn("Δ mIoU", format="%+.3f",
+                                                    help="mIoU minus that of the model it was made from"),
+        "size_ratio": st.column_config.NumberColumn("Δ size", format="x%.2f",
+                                                    help="checkpoint size / that of the model it was made from"),
+        "latency_ratio": st.column_config.NumberColumn(
+            "Δ latency", format="x%.2f", help="latency / that of the model it was made from (blank when the two "
+                                              "were not measured on the same device, threads and resolution)"),
         "miou": st.column_config.ProgressColumn("mIoU", format="%.3f", min_value=0.0, max_value=1.0),
         "pixel_accuracy": st.column_config.NumberColumn("Pixel acc.", format="%.3f"),
         "mpc": st.column_config.NumberColumn("mPC", format="%.3f",
@@ -58,7 +83,7 @@ st.dataframe(
         "train_minutes": st.column_config.NumberColumn("Train time (min)", format="%.1f"),
         "images_per_second": st.column_config.NumberColumn("Train img/s", format="%.1f"),
         "started_at": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
-        "description": None,
+        "description": None, "variant": None,
     })
 
 failed = view[view["status"] == "failed"]
@@ -74,5 +99,5 @@ with st.expander("Recipe of a run"):
     hp = next(r for r in loaders.leaderboard(loaders.store_url()) if r["run_id"] == run_id)
     st.json(hp["hyperparameters"], expanded=2)
 
-st.download_button("Download this table (CSV)", view.drop(columns=["run_id"]).to_csv(index=False).encode(),
-                   "leaderboard.csv", "text/csv")
+csv = view.drop(columns=["run_id", "model", "depth"]).to_csv(index=False).encode()  # the tree's order, full names
+st.download_button("Download this table (CSV)", csv, "leaderboard.csv", "text/csv")

@@ -7,7 +7,8 @@ from dashboard import charts, loaders, tables, widgets
 st.title("Trade-offs")
 st.caption("Accuracy against cost. A run is on the Pareto front when no other run is both cheaper on this axis "
            "and more accurate on the chosen accuracy axis (clean mIoU, mPC under corruptions, or the mIoU on "
-           "another dataset). Click a point to pick that model for the Compare page.")
+           "another dataset). Deployment variants (pruned, INT8) are drawn with their own marker and joined to the "
+           "model they were made from. Click a point to pick that model for the Compare page.")
 
 df, done = widgets.evaluated_runs_or_stop()
 
@@ -30,7 +31,8 @@ if plotted.empty:
 
 event = st.plotly_chart(charts.tradeoff_figure(plotted, x, y=y, y_label=y_axes[y], log_x=log_x), width="stretch",
                         on_select="rerun", selection_mode="points", key="tradeoff_chart")
-picked = [int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")]
+picked = list(dict.fromkeys(int(p["customdata"][0]) for p in (event.selection.points if event else [])
+                            if p.get("customdata")))  # a line's end and its point are the same run
 if picked:
     variants = [plotted.loc[plotted["run_id"] == rid, "variant"].iloc[0] for rid in picked[:2]]
     st.session_state["compare_a"] = variants[0]
@@ -42,6 +44,10 @@ if picked:
                + (f", model B = **{variants[1]}**" if len(variants) > 1 else ""))
     st.page_link("views/compare.py", label="Open Compare", icon=":material/compare:")
 
+if x in ("params_m", "gflops") and plotted["method"].str.contains("int8").any():
+    st.caption(":material/info: An INT8 model keeps the parameters and the (float) GFLOPs of the model it was made "
+               "from, so on this axis it sits straight above or below it: checkpoint size and latency show what INT8 "
+               "saves.")
 front = charts.pareto_front(plotted, x, y)
 short = {"miou": "mIoU", "mpc": "mPC"}.get(y, y_axes[y])
 st.markdown(f"**Pareto front** ({tables.EFFICIENCY_AXES[x]}, {y_axes[y]}): "
@@ -54,7 +60,8 @@ if not missing.empty:
 
 st.subheader("Training curves")
 labels = tables.run_labels(df[df["dataset"] == dataset])
-default = [rid for rid in runs.sort_values("miou", ascending=False)["run_id"].head(3)]
+trained = runs[runs["parent_run_id"].isna()]  # derived models log no epochs of their own (or only a fine-tune)
+default = [rid for rid in trained.sort_values("miou", ascending=False)["run_id"].head(3)]
 chosen = st.multiselect("Runs", list(labels), default=default, format_func=labels.get, key="curve_runs")
 if chosen:
     frame = tables.epochs_frame({labels[rid]: loaders.epochs(loaders.store_url(), rid) for rid in chosen})
