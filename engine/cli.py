@@ -403,7 +403,8 @@ def cmd_compress(a) -> int:
         return 2
     results = compress(variant=a.variant, checkpoint=a.checkpoint, method=a.method, ratios=a.ratio,
                        importance=a.importance, finetune_iters=a.finetune_iters,
-                       calibration_images=a.calibration_images, store=Store(a.db), data_root=_data_root(a),
+                       calibration_images=a.calibration_images, calibration_size=a.calibration_size,
+                       store=Store(a.db), data_root=_data_root(a),
                        device=a.device, weights_dir=a.weights_dir, resume=a.resume, progress=not a.json)
     if a.json:
         for res in results:
@@ -565,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "parent's training iterations; 0: none)")
     p.add_argument("--calibration-images", type=int, default=32, metavar="N",
                    help="int8: training images the activation ranges are calibrated on (default 32)")
+    p.add_argument("--calibration-size", type=_size, metavar="WxH",
+                   help="int8: the resolution to calibrate at, the one it will run at (default: the recipe's "
+                        "evaluation size)")
     p.add_argument("--resume", action="store_true", help="prune: continue an interrupted fine-tuning exactly")
     p.add_argument("--json", action="store_true", help="print one JSON object per derived model")
     _common(p)

@@ -9,7 +9,8 @@
   (`pruned.pt`, evaluated before fine-tuning) is then fine-tuned with the parent's own recipe for
   `finetune_iters` iterations: a training run like any other (progress, epoch rows, --resume).
 - int8: post-training static quantization with ONNX Runtime (QOperator: QLinearConv, activations
-  uint8 and weights int8 per channel, MinMax ranges from `calibration_images` training images) after
+  uint8 and weights int8 per channel, MinMax ranges from `calibration_images` training images, at
+  `calibration_size`: the resolution it will run at, by default the recipe's evaluation size) after
   its `quant_pre_process`; the classifiers' last convolutions stay in float. The graph is kept inside
   the checkpoint (`engine.checkpoints`), tied to its parent's sha256 and its own.
 - prune+int8: both, in that order; both models are kept.
@@ -275,7 +276,7 @@ def _evaluate(name: str, best: Path, run_id, *, store, data_root, device, figure
             "ratio": ckpt["derived"].get("ratio"), "checkpoint": str(best), "run_id": run_id,
             **{k: res.get(k) for k in ("params", "size_mb", "gflops", "latency_ms", "miou", "resolution", "device",
                                         "precision")},
-            **{k: v for k, v in ckpt["derived"].items() if k not in ("method", "parent", "ratio")}}
+            **{k: v for k, v in ckpt["derived"].items() if k not in ("method", "parent", "ratio")}, **figures}
 
 
 def _say(progress: bool, message: str) -> None:
@@ -341,8 +342,8 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: list[np.ndarray], *, 
             "onnxruntime": onnxruntime.__version__}
 
 
-def quantize(parent: Parent, *, calibration_images: int, store, data_root, device, weights_dir,
-             progress: bool) -> dict:
+def quantize(parent: Parent, *, calibration_images: int, calibration_size: tuple[int, int] | None = None, store,
+             data_root, device, weights_dir, progress: bool) -> dict:
     """`parent` quantized to INT8 (weights/<parent>+int8/best.pt holding the ONNX graph), evaluated, recorded."""
     import onnx
 
@@ -351,7 +352,8 @@ def quantize(parent: Parent, *, calibration_images: int, store, data_root, devic
     name = derived_name(parent.name, "int8")
     out, dev = _out_dir(name, weights_dir), select_device(device)
     t0 = time.perf_counter()
-    calibration = _calibration_batches(data_root, parent.eval_size, calibration_images)
+    size = tuple(calibration_size or parent.eval_size)
+    calibration = _calibration_batches(data_root, size, calibration_images)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         fp32 = export_onnx(parent.path, Path(tmp) / "fp32.onnx")
         settings = quantize_onnx(fp32, Path(tmp) / "int8.onnx", calibration, num_classes=parent.ckpt["num_classes"])
@@ -361,7 +363,8 @@ def quantize(parent: Parent, *, calibration_images: int, store, data_root, devic
                        ("segbench_precision", "int8")):
         graph.metadata_props.add(key=key, value=value)
     data = graph.SerializeToString()
-    settings.update(calibration_images=len(calibration), quantize_seconds=time.perf_counter() - t0)
+    settings.update(calibration_images=len(calibration), calibration_size=f"{size[0]}x{size[1]}",
+                    quantize_seconds=time.perf_counter() - t0)
     lineage = {"derived": parent.lineage("int8", ratio=None, **settings)}
     if parent.ckpt.get("pruning"):
         lineage["pruning"] = parent.ckpt["pruning"]
@@ -393,7 +396,8 @@ def label_agreement(parent: Parent, derived: Path, data_root) -> float:
 
 
 def compress(*, variant=None, checkpoint=None, method: str, ratios=(0.5,), importance: str = "l1",
-             finetune_iters: int | None = None, calibration_images: int = DEFAULT_CALIBRATION_IMAGES, store=None,
+             finetune_iters: int | None = None, calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+             calibration_size: tuple[int, int] | None = None, store=None,
              data_root=None, device: str = "auto", weights_dir=None, resume: bool = False,
              progress: bool = True) -> list[dict]:
     """Every derived model `method` makes from the checkpoint of `variant` (or the file `checkpoint`),
@@ -406,7 +410,7 @@ def compress(*, variant=None, checkpoint=None, method: str, ratios=(0.5,), impor
                             f"({parent.ckpt['derived']['parent']})")
     common = dict(store=store, data_root=data_root, device=device, weights_dir=weights_dir, progress=progress)
     if method == "int8":
-        return [quantize(parent, calibration_images=calibration_images, **common)]
+        return [quantize(parent, calibration_images=calibration_images, calibration_size=calibration_size, **common)]
     results = []
     for ratio in ratios:
         pruned = prune_and_finetune(parent, ratio, importance=importance, finetune_iters=finetune_iters,
@@ -414,5 +418,6 @@ def compress(*, variant=None, checkpoint=None, method: str, ratios=(0.5,), impor
         results.append(pruned)
         if method == "prune+int8":
             child = load_parent(checkpoint=pruned["checkpoint"], store=store)
-            results.append(quantize(child, calibration_images=calibration_images, **common))
+            results.append(quantize(child, calibration_images=calibration_images, calibration_size=calibration_size,
+                                    **common))
     return results

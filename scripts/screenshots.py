@@ -93,6 +93,9 @@ def main() -> None:
                 corrupt(page, a.corruption)
             if name == "coverage":
                 toggle(page, "Use 4 sample street scenes")
+            if page.locator("[data-testid='stPlotlyChart']").count():  # plotly draws after the script run ends
+                page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=60_000)
+                page.wait_for_timeout(1000)
             if a.full:  # Streamlit scrolls inside its main block: grow the window to the content instead
                 height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
                 page.set_viewport_size({"width": a.width, "height": max(a.height, int(height))})
