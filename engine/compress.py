@@ -250,12 +250,13 @@ def _register(parent: Parent, recipe: dict, weights: dict, best: Path, *, store,
     uid = uuid.uuid4().hex
     run_id = None
     if store is not None:
+        val = CityscapesDataset(data_root, "val")
         run_id = store.start_run(
             variant=recipe["name"], arch=parent.ckpt["arch"], backbone=BACKBONES[parent.ckpt["arch"]],
             profile=recipe.get("profile", "full"), hyperparameters=recipe,
-            dataset=parent.run["dataset"] if parent.run else CityscapesDataset(data_root, "val").name,
+            dataset=parent.run["dataset"] if parent.run else val.name,
             data_root=str(data_root or ""), train_images=lineage["derived"].get("calibration_images", 0),
-            val_images=len(CityscapesDataset(data_root, "val")), device=device_name(device),
+            val_images=len(val), device=device_name(device),
             code_version=checkpoints.code_version(), uid=uid,
             parent_run_id=parent.run["id"] if parent.run else None, derivation=lineage["derived"])
     checkpoints.save(best, weights, arch=parent.ckpt["arch"], recipe=recipe, run_uid=uid, epoch=0, iteration=0,

@@ -20,12 +20,12 @@ from engine.store import Store
 from engine.train import train
 
 DEMO_DATA = DEFAULT_SCENES
-# two corruptions of each benchmark group at two severities, on the val scenes (the cache makes the
-# corrupting a one-time cost: every variant after the first reads the corrupted images back)
 # deployment variants (`compress`): one DeepLabV3 and one HRNet, each pruned (half the FLOPs, briefly
 # fine-tuned) and quantized to INT8
 DEMO_COMPRESS = ("deeplabv3_r50_adam", "hrnetv2_w48_adamw")
 DEMO_COMPRESS_SETTINGS = dict(ratios=[0.5], finetune_iters=12, calibration_images=8)
+# two corruptions of each benchmark group at two severities, on the val scenes (the cache makes the
+# corrupting a one-time cost: every variant after the first reads the corrupted images back)
 DEMO_SWEEP = dict(corruptions=["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "snow",
                                "contrast", "jpeg_compression"], severities=[2, 4])
 
