@@ -8,6 +8,7 @@ Removed:
   file still has the sha256 recorded then (a real training run that later wrote the same
   `weights/<variant>/best.pt` changed it: kept), with the ONNX export made from it, and its
   variant folder when nothing else is left in it;
+- the predictions kept by evaluations on the synthetic scenes (`evaluate --keep-predictions`);
 - the results store, when it is a SQLite file and every run in it is on the synthetic scenes.
 Everything else stays and is listed with the reason: checkpoints trained on other data or unknown to
 the store, a store that holds other runs, a PostgreSQL store (never removed).
@@ -38,11 +39,19 @@ def plan_clean(db: str | None = None, weights_dir=None) -> CleanPlan:
             plan.remove.append(folder)
     url = settings.db_url(db)
     db_file = sqlite_path(url)
-    records, runs = {}, []
+    records, runs, evaluations = {}, [], []
     if db_file is None or db_file.is_file():
         with Store(url) as store:
             records = {Path(r["path"]): r for r in store.checkpoint_files()}
-            runs = store.runs()
+            runs, evaluations = store.runs(), store.evaluations()
+    for ev in evaluations:
+        kept = Path(ev["predictions_dir"]) if ev.get("predictions_dir") else None
+        if kept is None or not kept.is_dir():
+            continue
+        if ev["dataset"].startswith(DEMO_DATASET):
+            plan.remove.append(kept)
+        else:
+            plan.keep.append((kept, f"predictions kept by an evaluation on {ev['dataset']}"))
     for ckpt in sorted(settings.weights_dir(weights_dir).glob("*/*.pt")):
         record = records.get(ckpt.resolve())
         if record is None:

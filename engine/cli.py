@@ -154,13 +154,14 @@ def _per_condition(a, run) -> list[dict] | None:
 
 def cmd_evaluate(a) -> int:
     from engine.evaluate import evaluate_loaded
+    from engine.per_image import interior_boundary_means
 
     if not a.variant and not a.checkpoint:
         print("error: give --variant NAME or --checkpoint PATH", file=sys.stderr)
         return 2
     results = _per_condition(a, lambda m, store, root, condition: evaluate_loaded(
         m, dataset=a.dataset, data_root=root, condition=condition, label_format=a.label_format, split=a.split,
-        store=store, save_predictions=a.save_predictions, progress=not a.json))
+        store=store, save_predictions=a.save_predictions, keep_predictions=a.keep_predictions, progress=not a.json))
     if results is None:  # a torchrun rank other than 0: rank 0 prints and records
         return 0
     if a.json:  # "mIoU": the spelling users of earlier output read; a list when several conditions were asked for
@@ -170,6 +171,10 @@ def cmd_evaluate(a) -> int:
     for res in results:
         print(f"{res['variant']} on {_where(res)} ({res['num_images']} images, input {res['eval_size']}):")
         print(f"  mIoU {res['miou']:.4f}   pixel accuracy {res['pixel_accuracy']:.4f}   mean loss {res['mean_loss']:.4f}")
+        split = interior_boundary_means(res)
+        if split:
+            print(f"  boundary mIoU {split['boundary_miou']:.4f}   interior mIoU {split['interior_miou']:.4f}   (trimap: "
+                  f"within {res['boundary_fraction']:.0%} of the image diagonal of a ground-truth boundary, and the rest)")
         for name, iou in res["per_class_iou"].items():
             print(f"    {name:15s} {'   n/a' if iou is None else f'{iou:.4f}'}")
         if "params" in res:
@@ -178,6 +183,9 @@ def cmd_evaluate(a) -> int:
                   f"{res['precision']}, {res['resolution']})")
     if a.save_predictions:
         print(f"  predictions (label ids, official evaluator format) in {a.save_predictions}")
+    for res in results:
+        if res.get("predictions_dir"):
+            print(f"  predictions kept (trainIds) in {res['predictions_dir']}")
     return 0
 
 
@@ -423,6 +431,41 @@ def cmd_compress(a) -> int:
     return 0
 
 
+def cmd_errors(a) -> int:
+    from engine.per_image import find_errors, measure_label
+    from engine.store import Store
+
+    found = find_errors(Store(a.db), a.variant, vs=a.vs, dataset=a.dataset, condition=a.condition or "",
+                        split=a.split, by=a.by, top=a.top)
+    if a.json:  # one object per image, one per line
+        for item in found["images"]:
+            print(json.dumps(item))
+        return 0
+    ev_a, ev_b, label = found["a"], found["b"], measure_label(a.by)
+    where = f"{_where(ev_a)}, {ev_a['images']} images"
+    if ev_b is None:
+        print(f"{a.variant}: the {len(found['images'])} worst images by {label} on {where} (evaluation {ev_a['id']}, "
+              f"mIoU {ev_a['miou']:.4f})")
+        cols = [("mIoU", "miou"), ("pixel acc", "pixel_accuracy"), ("boundary mIoU", "boundary_miou")]
+        cols += [(label, "value")] if a.by.startswith("class:") else []
+        print(f"  {'image':40s} " + " ".join(f"{name:>13s}" for name, _ in cols))
+        for r in found["images"]:
+            print(f"  {r['image']:40s} " + " ".join(_num(r[key], 13) for _, key in cols))
+    else:
+        print(f"where {a.vs} (B, evaluation {ev_b['id']}) beats {a.variant} (A, evaluation {ev_a['id']}) the most, "
+              f"by {label}, on {where}; swap them for the reverse")
+        print(f"  {'image':40s} {'A':>7s} {'B':>7s} {'B - A':>7s}")
+        for r in found["images"]:
+            print(f"  {r['image']:40s} {r['value']:7.4f} {r['value_vs']:7.4f} {r['delta']:+7.4f}")
+    if not found["images"]:
+        print("  (no image has this measure)")
+    return 0
+
+
+def _num(v, width: int = 7) -> str:
+    return f"{'n/a':>{width}s}" if v is None else f"{v:{width}.4f}"
+
+
 def cmd_runs(a) -> int:
     from engine.leaderboard import format_leaderboard
     from engine.store import Store
@@ -527,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--eval-size", type=_size, help="model input WIDTHxHEIGHT (default: the recipe's)")
     p.add_argument("--save-predictions", metavar="DIR", help="write *_pred_labelIds.png for the official evaluator")
+    p.add_argument("--keep-predictions", action="store_true",
+                   help="keep each image's predicted trainIds (PNG) with the evaluation, for the Drill-down page "
+                        "(under $SEGBENCH_PREDICTIONS_DIR, default data/predictions)")
     p.add_argument("--json", action="store_true", help="print one JSON object (a list of them for several conditions)")
     _dataset_flags(p)
     _common(p)
@@ -573,6 +619,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per derived model")
     _common(p)
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("errors", help="per-image results: a model's worst images, or where another model beats it")
+    p.add_argument("--variant", required=True, help="model A")
+    p.add_argument("--vs", metavar="B", help="model B: list the images where B beats A the most (swap for the reverse)")
+    p.add_argument("--dataset", help="the evaluations' dataset: cityscapes, synthetic, acdc... (default: the one A "
+                                     "was trained on)")
+    p.add_argument("--condition", help="ACDC condition of the evaluations (default: none)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--by", default="miou", metavar="MEASURE",
+                   help="miou (default), boundary (mIoU within the ground truth's boundary band) or class:NAME")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="how many images (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    _common(p, data=False, weights=False, device=False)
+    p.set_defaults(func=cmd_errors)
 
     p = sub.add_parser("runs", help="print the leaderboard")
     p.add_argument("--json", action="store_true")

@@ -1,4 +1,5 @@
-"""`python -m engine demo`: synthetic scenes -> every variant trained and evaluated (quick profile),
+"""`python -m engine demo`: synthetic scenes -> every variant trained and evaluated (quick profile,
+predictions kept for the Drill-down page),
 swept through a few corruptions and evaluated on the synthetic ACDC conditions -> a pruned and an
 INT8 version of one DeepLabV3 and one HRNet variant -> leaderboard -> the dashboard (when present)."""
 from __future__ import annotations
@@ -56,7 +57,7 @@ def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboa
             run_ids.add(train(recipe, store=store, data_root=root, device=device, weights_dir=weights_dir,
                               progress=False).run_id)
             m = load_checkpoint(variant=name, weights_dir=weights_dir, store=store, device=device)
-            res = evaluate_loaded(m, data_root=root, store=store, progress=False)
+            res = evaluate_loaded(m, data_root=root, store=store, keep_predictions=True, progress=False)
             print(f"   val mIoU {res['miou']:.4f}  ({time.perf_counter() - t:.0f}s)", flush=True)
             print(_other_streets(m, store=store, acdc_root=acdc_root) + f"  ({time.perf_counter() - t:.0f}s)",
                   flush=True)

@@ -8,7 +8,8 @@ rank 0 of 1, barriers and reductions do nothing.
 
 What uses it: training (a disjoint shard of every global batch per rank, DDP, rank 0 alone writes
 checkpoints and store rows) and evaluation (val images sharded by rank, the confusion matrix
-all-reduced: integer counts, so the metrics equal the single-process ones exactly).
+all-reduced: integer counts, so the metrics equal the single-process ones exactly; the per-image
+results gathered to rank 0, which records them).
 """
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_to_main(items: list) -> list | None:
+    """Every rank's `items` concatenated (rank 0's first) on rank 0, None on the others; `items`
+    itself in a single process. Any picklable objects (e.g. an evaluation's per-image results)."""
+    if not active():
+        return items
+    out = [None] * world_size() if is_main() else None
+    dist.gather_object(items, out, dst=0)
+    return [x for part in out for x in part] if is_main() else None
 
 
 def shard(dataset):

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from engine.classes import NUM_CLASSES, TRAIN_ID_TO_COLOR, colorize
+from engine.classes import IGNORE_INDEX, NUM_CLASSES, TRAIN_ID_TO_COLOR, colorize
 
 
 def visible_lut(visible: Iterable[int] | None = None) -> np.ndarray:
@@ -61,6 +61,20 @@ def disagreement_overlay(image: np.ndarray, labels: np.ndarray, other: np.ndarra
     on the contested (and visible) pixels only."""
     shown = disagreement(labels, other) & np.take(visible_lut(visible), labels)
     return _blend(grey(image), labels, alpha, shown)
+
+
+def errors(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """bool HxW: where a prediction differs from the ground truth (ignored pixels never count)."""
+    if labels.shape != truth.shape:
+        raise ValueError(f"prediction {labels.shape} and ground truth {truth.shape} differ in size")
+    return (labels != truth) & (truth != IGNORE_INDEX)
+
+
+def error_overlay(image: np.ndarray, labels: np.ndarray, truth: np.ndarray, alpha: float = 0.5,
+                  visible: Iterable[int] | None = None) -> np.ndarray:
+    """The pixels a model gets wrong, in the colour of what it predicted there, over the grey image
+    (right and ignored pixels stay grey); `visible`: only wrong pixels predicted as these classes."""
+    return _blend(grey(image), labels, alpha, errors(labels, truth) & np.take(visible_lut(visible), labels))
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:

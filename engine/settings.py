@@ -12,6 +12,8 @@
   own `server.maxUploadSize` (MB, in .streamlit/config.toml: 1024).
 - SEGBENCH_CORRUPTION_CACHE: where `robustness` keeps corrupted images (default
   <repo>/data/corruption-cache); safe to delete, refilled on demand.
+- SEGBENCH_PREDICTIONS_DIR: where `evaluate --keep-predictions` keeps each image's predicted label
+  map (default <repo>/data/predictions; one folder per evaluation, which the store points to)
 - SEGBENCH_OFFLINE (or the hubs' own HF_HUB_OFFLINE, TORCH_HUB_OFFLINE) = 1: never download
   pretrained weights; a recipe that needs weights that are not cached fails at once, with the
   path to put them at (`engine.models.pretrained`).
@@ -57,6 +59,11 @@ def corruption_cache(override: str | os.PathLike | None = None, *, default: bool
     """The corrupted-image cache of `robustness` (`default`: the built-in location, ignoring the setting)."""
     built_in = DATA_DIR / "corruption-cache"
     return built_in if default else Path(override or os.environ.get("SEGBENCH_CORRUPTION_CACHE") or built_in)
+
+
+def predictions_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where `evaluate --keep-predictions` writes: <this>/<variant>/<evaluation folder>/<stem>.png."""
+    return Path(override or os.environ.get("SEGBENCH_PREDICTIONS_DIR") or DATA_DIR / "predictions")
 
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 12000x4000 panorama; a 2048x1024 Cityscapes frame is 2.1 million

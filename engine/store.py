@@ -21,7 +21,8 @@ writes (upsert by resolved path), which `engine.checkpoints.load(..., store=)` c
 The schema carries a version (meta.schema_version). Opening a store of an older version this code
 knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table; 2 -> 3: add
 `evaluations.condition` and the robustness tables; 3 -> 4: add `runs.parent_run_id` and
-`runs.derivation`); any other version is refused with StoreVersionError before anything is written.
+`runs.derivation`; 4 -> 5: add the evaluations' confusion matrices, data source and kept
+predictions, and the `image_results` table); any other version is refused with StoreVersionError before anything is written.
 
 A derived run (`engine.compress`: a pruned or INT8 version of a trained model) names its parent run
 (`parent_run_id`) and how it was made (`derivation`: method, ratio, importance, fine-tune and
@@ -30,6 +31,15 @@ calibration settings, seconds taken, mIoU before fine-tuning...).
 Every evaluation and robustness sweep carries its dataset and condition (ACDC's fog, night...;
 '' for none). A run's leaderboard figures come from its latest evaluation (and sweep) on the
 dataset it was trained on, without a condition: an evaluation on other streets never replaces them.
+
+Every evaluation keeps its 19x19 confusion matrix (ground truth x prediction, pixel counts), the
+same within the ground truth's boundary band (`engine.metrics`: trimap, d = `boundary_fraction` of
+the image diagonal), where its images came from (`data_kind`, `data_root`, `label_format`), and
+one `image_results` row per image, written in the same transaction: the image's stem, folder (city
+or sequence), file and size, its mIoU, pixel accuracy and boundary mIoU, and its per-class
+intersection and union counts (all pixels, and within the band), and its confusion matrix as
+[ground truth, prediction, pixels] triples of the non-zero cells. `predictions_dir`, when the
+evaluation kept its predictions, is the folder of `<stem>.png` trainId maps.
 
 `copy_store(source, target)` (`python -m engine db migrate-to URL`) copies a whole store, ids
 included, into an empty database of any backend in one transaction.
@@ -57,14 +67,17 @@ from engine.classes import CLASS_NAMES
 from engine.errors import UserError
 
 if TYPE_CHECKING:   # the objects record_evaluation reads (no import of torch at run time)
-    from engine.metrics import Metrics
+    from engine.metrics import ImageResult, Metrics
     from engine.profiling import Profile
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # older versions that migrating is purely additive for: create the new tables, add the new columns
 # (ADDED_COLUMNS: table -> (column, SQL type and default) added by a later version)
-MIGRATABLE = {"1", "2", "3"}
-ADDED_COLUMNS = {"evaluations": (("condition", "VARCHAR(32) NOT NULL DEFAULT ''"),),
+MIGRATABLE = {"1", "2", "3", "4"}
+ADDED_COLUMNS = {"evaluations": (("condition", "VARCHAR(32) NOT NULL DEFAULT ''"), ("confusion", "JSON"),
+                                 ("boundary_confusion", "JSON"), ("boundary_fraction", "FLOAT"),
+                                 ("data_kind", "VARCHAR(32)"), ("data_root", "VARCHAR(1024)"),
+                                 ("label_format", "VARCHAR(16)"), ("predictions_dir", "VARCHAR(1024)")),
                  "runs": (("parent_run_id", "INTEGER"), ("derivation", "JSON"))}
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
@@ -190,8 +203,40 @@ class Evaluation(Base):
     latency_resolution: Mapped[str | None] = mapped_column(String(32))
     peak_memory_mb: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    confusion: Mapped[list | None] = mapped_column(JSON)            # 19x19, ground truth x prediction
+    boundary_confusion: Mapped[list | None] = mapped_column(JSON)   # the same within the boundary band
+    boundary_fraction: Mapped[float | None] = mapped_column(Float)  # the band's d / image diagonal
+    data_kind: Mapped[str | None] = mapped_column(String(32))       # engine.data.open_dataset's kind
+    data_root: Mapped[str | None] = mapped_column(String(1024))
+    label_format: Mapped[str | None] = mapped_column(String(16))
+    predictions_dir: Mapped[str | None] = mapped_column(String(1024))  # kept predictions: <stem>.png trainIds
     class_rows: Mapped[list[ClassIoU]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
                                                       order_by="ClassIoU.class_id")
+    image_rows: Mapped[list[ImageResultRow]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                            order_by="ImageResultRow.position", lazy="noload")
+
+
+class ImageResultRow(Base):
+    """One image of an evaluation (`engine.metrics.ImageResult`)."""
+    __tablename__ = "image_results"
+    __table_args__ = (UniqueConstraint("evaluation_id", "position", name="uq_image_results_evaluation_position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)        # index in the split
+    image: Mapped[str] = mapped_column(String(255))       # file stem
+    folder: Mapped[str] = mapped_column(String(255))      # city or sequence ('' for flat layouts)
+    image_file: Mapped[str] = mapped_column(String(1024))  # relative to the evaluation's data_root
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    boundary_px: Mapped[int] = mapped_column(Integer)     # d of the image's boundary band
+    miou: Mapped[float | None] = mapped_column(Float)
+    pixel_accuracy: Mapped[float | None] = mapped_column(Float)
+    boundary_miou: Mapped[float | None] = mapped_column(Float)
+    intersection: Mapped[list] = mapped_column(JSON)           # 19 pixel counts (TP)
+    union: Mapped[list] = mapped_column(JSON)                  # 19 pixel counts (TP + FP + FN)
+    boundary_intersection: Mapped[list] = mapped_column(JSON)  # the same within the boundary band
+    boundary_union: Mapped[list] = mapped_column(JSON)
+    confusion: Mapped[list] = mapped_column(JSON)              # [[gt, pred, pixels], ...] non-zero cells
 
 
 class ClassIoU(Base):
@@ -292,6 +337,18 @@ def _jsonable(x: Any) -> Any:
     if x is None or isinstance(x, (str, int, bool)):
         return x
     return str(x)
+
+
+def _image_row(evaluation_id: int, r: ImageResult) -> dict:
+    inter, union = r.counts
+    b_inter, b_union = r.boundary_counts
+    cells = r.confusion.nonzero()
+    return dict(evaluation_id=evaluation_id, position=int(r.index), image=r.image, folder=r.folder,
+                image_file=r.image_file, width=int(r.width), height=int(r.height), boundary_px=int(r.boundary_px),
+                miou=_f(r.miou), pixel_accuracy=_f(r.pixel_accuracy), boundary_miou=_f(r.boundary_miou),
+                intersection=inter.tolist(), union=union.tolist(), boundary_intersection=b_inter.tolist(),
+                boundary_union=b_union.tolist(),
+                confusion=[[int(g), int(p), int(r.confusion[g, p])] for g, p in zip(*cells)])
 
 
 def recipe_columns(hp: dict) -> dict:
@@ -544,9 +601,13 @@ class Store:
 
     def record_evaluation(self, *, run_id: int | None, variant: str, checkpoint, checkpoint_sha256: str | None,
                           dataset: str, split: str, eval_size: str, metrics: Metrics,
-                          profile: Profile | None = None, condition: str = "") -> int:
+                          profile: Profile | None = None, condition: str = "",
+                          images: list[ImageResult] | None = None, source: dict | None = None,
+                          predictions_dir: str | None = None) -> int:
         """One evaluation (`engine.metrics.Metrics`) with the cost profile measured beside it
-        (`engine.profiling.Profile`; None leaves those columns empty) and its per-class IoUs."""
+        (`engine.profiling.Profile`; None leaves those columns empty), its per-class IoUs, its images'
+        rows (`engine.metrics.ImageResult`), where they came from (`source`: kind, root, label_format)
+        and the folder of its kept predictions, all in one transaction."""
         unknown = set(metrics.per_class_iou) - set(CLASS_NAMES)
         if unknown:
             raise ValueError(f"unknown class names in per_class_iou: {sorted(unknown)}")
@@ -555,17 +616,24 @@ class Store:
             latency_ms=_f(profile.latency_ms), latency_device=profile.device, latency_threads=_i(profile.threads),
             latency_precision=profile.precision, latency_resolution=profile.resolution,
             peak_memory_mb=_f(profile.peak_memory_mb))
+        source = source or {}
         ev = Evaluation(run_id=run_id, variant=variant, checkpoint=str(checkpoint),
                         checkpoint_sha256=checkpoint_sha256, dataset=dataset, condition=condition or "",
                         split=split, num_images=int(metrics.num_images), eval_size=str(eval_size),
                         miou=_f(metrics.miou),
                         pixel_accuracy=_f(metrics.pixel_accuracy), mean_loss=_f(metrics.mean_loss),
-                        created_at=_now(), **cost)
+                        created_at=_now(), confusion=_jsonable(metrics.confusion),
+                        boundary_confusion=_jsonable(metrics.boundary_confusion),
+                        boundary_fraction=_f(metrics.boundary_fraction), data_kind=source.get("kind"),
+                        data_root=source.get("root"), label_format=source.get("label_format"),
+                        predictions_dir=None if predictions_dir is None else str(predictions_dir), **cost)
         ev.class_rows = [ClassIoU(class_id=i, class_name=name, iou=_f(metrics.per_class_iou[name]))
                          for i, name in enumerate(CLASS_NAMES) if name in metrics.per_class_iou]
         with Session(self._writer) as s, s.begin():
             s.add(ev)
             s.flush()
+            if images:
+                s.execute(ImageResultRow.__table__.insert(), [_image_row(ev.id, r) for r in images])
             return ev.id
 
     def record_robustness(self, *, run_id: int | None, variant: str, checkpoint, checkpoint_sha256: str | None,
@@ -641,14 +709,35 @@ class Store:
             return [_as_dict(e) for e in s.scalars(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch))]
 
     def evaluations(self, run_id=None, *, dataset=None) -> list[dict]:
-        """Every evaluation (oldest first), with its per-class IoUs; of one run and/or dataset."""
-        q = select(Evaluation).order_by(Evaluation.id)
+        """Every evaluation (oldest first), with its per-class IoUs and `images` (how many per-image
+        rows it has); of one run and/or dataset."""
+        counts = (select(ImageResultRow.evaluation_id, func.count().label("n"))
+                  .group_by(ImageResultRow.evaluation_id).subquery())
+        q = select(Evaluation, counts.c.n).outerjoin(counts, counts.c.evaluation_id == Evaluation.id).order_by(Evaluation.id)
         if run_id is not None:
             q = q.where(Evaluation.run_id == run_id)
         if dataset is not None:
             q = q.where(Evaluation.dataset == dataset)
         with Session(self._engine) as s:
-            return [_evaluation_dict(ev) for ev in s.scalars(q)]
+            return [_evaluation_dict(ev) | {"images": n or 0} for ev, n in s.execute(q)]
+
+    def evaluation(self, evaluation_id) -> dict | None:
+        """One evaluation as `evaluations` gives it, or None."""
+        return next((e for e in self._evaluations_by_id([evaluation_id])), None)
+
+    def _evaluations_by_id(self, ids) -> list[dict]:
+        with Session(self._engine) as s:
+            n = {eid: c for eid, c in s.execute(select(ImageResultRow.evaluation_id, func.count())
+                                                 .where(ImageResultRow.evaluation_id.in_(list(ids)))
+                                                 .group_by(ImageResultRow.evaluation_id))}
+            return [_evaluation_dict(ev) | {"images": n.get(ev.id, 0)}
+                    for ev in s.scalars(select(Evaluation).where(Evaluation.id.in_(list(ids))).order_by(Evaluation.id))]
+
+    def image_results(self, evaluation_id) -> list[dict]:
+        """The per-image rows of an evaluation, in split order (`position`)."""
+        with Session(self._engine) as s:
+            return [_as_dict(r) for r in s.scalars(select(ImageResultRow).where(
+                ImageResultRow.evaluation_id == evaluation_id).order_by(ImageResultRow.position))]
 
     @staticmethod
     def _latest(s: Session, table, run_ids=None) -> dict[int, Any]:

@@ -52,7 +52,7 @@ def trained(tmp_path_factory, synth_root):
 @pytest.fixture(scope="session")
 def dashboard_data(tmp_path_factory, trained, synth_root):
     """What the dashboard reads after a small real session: a copy of `trained`'s store with two
-    trained and evaluated variants (DeepLabV3-R50 and a tiny UNet) and one failed run, and a
+    trained and evaluated variants (DeepLabV3-R50, its predictions kept, and a tiny UNet) and one failed run, and a
     weights folder holding both checkpoints. Yields the env the app reads (RESULTS_DB, WEIGHTS_DIR)."""
     import sqlite3
 
@@ -69,9 +69,17 @@ def dashboard_data(tmp_path_factory, trained, synth_root):
     store = Store(db)
     unet = tiny_recipe("unet_ce_dice", iters=2, epochs=2, size=(64, 32))
     train(unet, store=store, data_root=synth_root, device="cpu", weights_dir=weights, progress=False)
-    results = {variant: evaluate_checkpoint(variant=variant, data_root=synth_root, device="cpu", store=store,
-                                            weights_dir=weights, progress=False)
-               for variant in (trained.variant, unet.name)}
+    kept = tmp / "predictions"  # the first variant keeps its predictions, the second's are recomputed on demand
+    previous, os.environ["SEGBENCH_PREDICTIONS_DIR"] = os.environ.get("SEGBENCH_PREDICTIONS_DIR"), str(kept)
+    try:
+        results = {variant: evaluate_checkpoint(variant=variant, data_root=synth_root, device="cpu", store=store,
+                                                weights_dir=weights, progress=False, keep_predictions=keep)
+                   for variant, keep in ((trained.variant, True), (unet.name, False))}
+    finally:
+        if previous is None:
+            del os.environ["SEGBENCH_PREDICTIONS_DIR"]
+        else:
+            os.environ["SEGBENCH_PREDICTIONS_DIR"] = previous
     failed = store.start_run(variant="hrnetv2_w48_sgd", arch="hrnetv2_w48", backbone="hrnet_w48", profile="quick",
                              hyperparameters={}, dataset="synthetic", data_root=str(synth_root), train_images=4,
                              val_images=2, device="cpu", code_version="test")

@@ -38,6 +38,18 @@ def _user_run(store, weights, dataset="cityscapes"):
     return path
 
 
+def _kept_predictions(store, folder, dataset):
+    """An evaluation on `dataset` that kept its predictions in `folder`."""
+    from engine.metrics import Metrics
+
+    folder.mkdir(parents=True)
+    (folder / "x.png").write_bytes(b"png")
+    store.record_evaluation(run_id=None, variant="v", checkpoint="c.pt", checkpoint_sha256=None, dataset=dataset,
+                            split="val", eval_size="64x32", metrics=Metrics(0.1, 0.5, {"road": 0.1}, num_images=1),
+                            predictions_dir=str(folder))
+    return folder
+
+
 def test_clean_removes_the_demos_files_and_keeps_the_users(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(settings, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "data" / "synthetic")
@@ -48,6 +60,8 @@ def test_clean_removes_the_demos_files_and_keeps_the_users(trained, tmp_path, mo
     db, weights = _copy(trained, tmp_path)
     with Store(db) as store:
         mine = _user_run(store, weights)
+        demo_kept, my_kept = (_kept_predictions(store, tmp_path / "data" / "predictions" / d, dataset)
+                              for d, dataset in (("demo", "synthetic"), ("mine", "cityscapes")))
     stray = weights / "downloaded" / "best.pt"  # a checkpoint from elsewhere, unknown to the store
     stray.parent.mkdir()
     stray.write_bytes(b"weights")
@@ -61,6 +75,8 @@ def test_clean_removes_the_demos_files_and_keeps_the_users(trained, tmp_path, mo
     out = capsys.readouterr().out
     assert not demo_dir.exists() and not any(f.parent.exists() for f in made)   # the demo's: gone
     assert (tmp_path / "data" / "mine").is_dir()
+    assert not demo_kept.exists() and my_kept.is_dir()   # kept predictions: of the synthetic scenes gone, of real data kept
+    assert f"keeping {my_kept}: predictions kept by an evaluation on cityscapes" in out
     assert mine.is_file() and stray.is_file() and (tmp_path / "results.db").is_file()  # the user's: kept, and said
     assert f"keeping {mine}: trained on cityscapes" in out
     assert f"keeping {stray}: not a checkpoint the results store knows" in out

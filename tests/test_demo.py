@@ -1,4 +1,6 @@
 """`python -m engine demo` end to end, shrunk to one variant on a tiny synthetic set and a small sweep."""
+from pathlib import Path
+
 from engine import demo, settings
 
 
@@ -31,6 +33,11 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     [sweep] = store.robustness()
     assert [(r["corruption"], r["severity"]) for r in sweep["results"]] == [("impulse_noise", 3), ("frost", 3)]
     assert (tmp_path / "corruption-cache").is_dir()
+    [own] = [e for e in store.evaluations() if e["variant"] == "deeplabv3_r50_adam" and e["dataset"] == "synthetic"]
+    assert own["images"] == 2 and own["boundary_confusion"] is not None  # per-image rows, for the Drill-down
+    assert sorted(p.name for p in Path(own["predictions_dir"]).iterdir()) == sorted(
+        f"{r['image']}.png" for r in store.image_results(own["id"]))  # its predictions kept, under data/
+    assert Path(own["predictions_dir"]).is_relative_to(tmp_path / "predictions")
     assert sorted((e["dataset"], e["condition"]) for e in store.evaluations()) == [  # the other streets, kept apart
         ("synthetic", ""), ("synthetic", ""), ("synthetic", ""), ("synthetic-acdc", "fog"), ("synthetic-acdc", "night"), ("synthetic-acdc", "rain"),
         ("synthetic-acdc", "snow")]

@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from engine import checkpoints
+from engine.data.synthetic import write_synthetic_dataset
 from engine.distributed import plan_batch
-from engine.evaluate import evaluate_checkpoint
+from engine.evaluate import evaluate_checkpoint, read_label_png
 from engine.store import Store
 from engine.train import EpochSeededBatches
 from tests.conftest import tiny_recipe
@@ -36,7 +37,7 @@ def _torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_two_processes_train_one_run_and_evaluate_exactly_as_one(synth_root, tmp_path):
+def test_two_processes_train_one_run_and_evaluate_exactly_as_one(synth_root, tmp_path, monkeypatch):
     recipe = tiny_recipe("unet_ce_dice", iters=4, epochs=2)  # batch 2 in all: 1 image per process, 2 steps/epoch
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe.to_dict()))
@@ -58,15 +59,41 @@ def test_two_processes_train_one_run_and_evaluate_exactly_as_one(synth_root, tmp
     checkpoints.build_from(ckpt)
     store.close()
 
-    p = _torchrun("evaluate", "--checkpoint", str(best), *common, "--json")
+    kept = tmp_path / "predictions"
+    monkeypatch.setenv("SEGBENCH_PREDICTIONS_DIR", str(kept))  # for both ranks, and the single process below
+    three = tmp_path / "three"  # 3 val images: rank 0 scores images 0 and 2, rank 1 image 1
+    write_synthetic_dataset(three, train=1, val=3, size=(128, 64), seed=3)
+    p = _torchrun("evaluate", "--checkpoint", str(best), *common[:-1], str(three), "--json", "--keep-predictions")
     assert p.returncode == 0, p.stdout + p.stderr
     [line] = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]  # rank 0 alone prints
     dist = json.loads(line)
-    single = evaluate_checkpoint(checkpoint=best, data_root=synth_root, device="cpu", progress=False)
-    assert dist["num_images"] == single["num_images"] == 2
-    for key in ("miou", "pixel_accuracy", "per_class_iou"):
+    # every rank wrote its images' predictions into the one folder rank 0 named, which the row points to
+    [folder] = (kept / "unet_ce_dice").iterdir()
+    assert dist["predictions_dir"] == str(folder)
+    store = Store(db)
+    single = evaluate_checkpoint(checkpoint=best, data_root=three, device="cpu", progress=False, store=store,
+                                 keep_predictions=True)
+    assert dist["num_images"] == single["num_images"] == 3
+    for key in ("miou", "pixel_accuracy", "per_class_iou", "confusion", "boundary_confusion"):
         assert dist[key] == single[key], key  # bit for bit: integer confusion counts, summed
     assert dist["mean_loss"] == pytest.approx(single["mean_loss"], rel=1e-6)
+    names = sorted(f.name for f in folder.iterdir())
+    assert len(names) == 3 and names == sorted(f.name for f in Path(single["predictions_dir"]).iterdir())
+    for name in names:
+        assert (read_label_png(folder / name) == read_label_png(Path(single["predictions_dir"]) / name)).all()
+
+    # rank 0 recorded every image's row (gathered from both ranks, put in split order), as one process does
+    ev_dist, ev_single = store.evaluation(dist["evaluation_id"]), store.evaluation(single["evaluation_id"])
+    assert ev_dist["images"] == ev_single["images"] == 3 and ev_dist["predictions_dir"] == str(folder)
+    assert ev_dist["boundary_confusion"] == ev_single["boundary_confusion"] is not None
+
+    def rows(evaluation_id):
+        return [{k: v for k, v in r.items() if k not in ("id", "evaluation_id")}
+                for r in store.image_results(evaluation_id)]
+
+    assert [r["position"] for r in rows(dist["evaluation_id"])] == [0, 1, 2]  # gathered [0, 2] + [1], re-sorted
+    assert rows(dist["evaluation_id"]) == rows(single["evaluation_id"])
+    store.close()
 
 
 @pytest.mark.parametrize("total,world,micro_max,expected", [

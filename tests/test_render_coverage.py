@@ -113,3 +113,21 @@ def test_disagreement_overlay_colours_only_contested_pixels(scene):
     assert np.array_equal(out[rest], render.grey(image)[rest])
     hidden = render.disagreement_overlay(image, a, b, alpha=1.0, visible=[c for c in range(NUM_CLASSES) if c != a[2, 4]])
     assert np.array_equal(hidden, render.grey(image))
+
+
+def test_error_overlay_colours_only_wrong_labelled_pixels_by_what_was_predicted():
+    image = np.full((4, 6, 3), 200, np.uint8)
+    truth = np.zeros((4, 6), np.uint8)              # road everywhere ...
+    truth[:, 5] = IGNORE_INDEX                       # ... but the last column, which is ignored
+    pred = truth.copy()
+    pred[0, 0], pred[1, 1], pred[:, 5] = 13, 11, 10   # two wrong pixels (car, person); sky on the ignored column
+    assert render.errors(pred, truth).sum() == 2
+    out = render.error_overlay(image, pred, truth, alpha=1.0)
+    assert (out[0, 0] == PALETTE[13]).all() and (out[1, 1] == PALETTE[11]).all()
+    untouched = np.ones((4, 6), bool)
+    untouched[0, 0] = untouched[1, 1] = False
+    assert (out[untouched] == render.grey(image)[untouched]).all()  # right and ignored pixels: the grey photo
+    hidden = render.error_overlay(image, pred, truth, alpha=1.0, visible=[11])
+    assert (hidden[0, 0] == render.grey(image)[0, 0]).all() and (hidden[1, 1] == PALETTE[11]).all()
+    with pytest.raises(ValueError, match="differ in size"):
+        render.errors(pred, truth[:2])

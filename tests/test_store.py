@@ -359,17 +359,26 @@ def test_mark_stale_running(store):
     assert store.mark_stale_running(0) == 2 and len(store.runs(status="interrupted")) == 3
 
 
+V5_EVALUATION_COLUMNS = ("confusion", "boundary_confusion", "boundary_fraction", "data_kind", "data_root",
+                         "label_format", "predictions_dir")
+
+
 def _make_old_store(url: str, version: int = 1) -> tuple[str, int]:
-    """A store as schema version 3 left it (today's tables minus `runs.parent_run_id` and
-    `runs.derivation`), version 2 (also minus the robustness tables and `evaluations.condition`) or
-    version 1 (also minus `checkpoints`); meta says which."""
+    """A store as schema version 4 left it (today's tables minus `image_results` and the evaluations'
+    V5_EVALUATION_COLUMNS), version 3 (also minus `runs.parent_run_id` and `runs.derivation`),
+    version 2 (also minus the robustness tables and `evaluations.condition`) or version 1 (also
+    minus `checkpoints`); meta says which."""
     s = Store(url)
     rid = _start(s, variant=f"from_v{version}")
     _epoch(s, rid, 1, miou=0.25)
     _evaluate(s, rid, 0.3, variant=f"from_v{version}")
     s.close()
-    _sql(url, 'ALTER TABLE runs DROP COLUMN "parent_run_id"')
-    _sql(url, 'ALTER TABLE runs DROP COLUMN "derivation"')
+    _sql(url, "DROP TABLE image_results")
+    for column in V5_EVALUATION_COLUMNS:
+        _sql(url, f'ALTER TABLE evaluations DROP COLUMN "{column}"')
+    if version <= 3:
+        _sql(url, 'ALTER TABLE runs DROP COLUMN "parent_run_id"')
+        _sql(url, 'ALTER TABLE runs DROP COLUMN "derivation"')
     if version <= 2:
         _sql(url, "DROP TABLE corruption_results")
         _sql(url, "DROP TABLE robustness_sweeps")
@@ -394,18 +403,59 @@ def _tables(url: str) -> set[str]:
         eng.dispose()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+def _columns(url: str, table: str) -> set[str]:
+    from sqlalchemy import create_engine, inspect
+
+    eng = create_engine(url)
+    try:
+        return {c["name"] for c in inspect(eng).get_columns(table)}
+    finally:
+        eng.dispose()
+
+
+def _image_result(index: int, pred_offset: int = 0):
+    """A hand-made `engine.metrics.ImageResult` of a 4x4 image: road (0) on the left half, car (13)
+    on the right; the prediction shifts the edge right by `pred_offset` columns."""
+    import numpy as np
+    import torch
+
+    from engine.metrics import ImageResults
+
+    label = np.zeros((4, 4), np.uint8)
+    label[:, 2:] = 13
+    pred = np.zeros((4, 4), np.uint8)
+    pred[:, 2 + pred_offset:] = 13
+    acc = ImageResults([(index, f"img_{index}", "city", f"leftImg8bit/val/city/img_{index}.png")])
+    acc.add(torch.from_numpy(label), torch.from_numpy(pred), label)
+    return acc.results[0]
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_old_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_path, version):
     url, rid = _make_old_store(store_url, version)
     assert ("checkpoints" in _tables(url)) == (version >= 2)
-    assert ("robustness_sweeps" in _tables(url)) == (version == 3)
+    assert ("robustness_sweeps" in _tables(url)) == (version >= 3)
+    assert ("parent_run_id" in _columns(url, "runs")) == (version >= 4)
+    assert "image_results" not in _tables(url) and not set(V5_EVALUATION_COLUMNS) & _columns(url, "evaluations")
     s = Store(url)
     assert _sql(url, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 4
-    assert {"checkpoints", "robustness_sweeps", "corruption_results"} <= _tables(url)
+    assert SCHEMA_VERSION == 5
+    assert {"checkpoints", "robustness_sweeps", "corruption_results", "image_results"} <= _tables(url)
+    assert set(V5_EVALUATION_COLUMNS) <= _columns(url, "evaluations")
     assert [r["variant"] for r in s.runs()] == [f"from_v{version}"] and [e["epoch"] for e in s.epochs(rid)] == [1]
     assert s.leaderboard()[0]["miou"] == pytest.approx(0.3)  # the old evaluation: no condition, in-distribution
-    assert [e["condition"] for e in s.evaluations()] == [""]
+    [old] = s.evaluations()
+    assert old["condition"] == "" and old["images"] == 0 and s.image_results(old["id"]) == []
+    assert all(old[c] is None for c in V5_EVALUATION_COLUMNS)
+    images = [_image_result(0), _image_result(1, pred_offset=1)]
+    new = _evaluate(s, rid, 0.2, variant=f"from_v{version}", images=images, predictions_dir="/p/x",
+                    source={"kind": "cityscapes", "root": "/data", "label_format": None})
+    assert s.evaluation(new)["images"] == 2 and s.evaluation(new)["predictions_dir"] == "/p/x"
+    assert s.evaluation(new)["data_kind"] == "cityscapes" and s.evaluation(old["id"])["images"] == 0
+    rows = s.image_results(new)
+    assert [(r["position"], r["image"], r["folder"]) for r in rows] == [(0, "img_0", "city"), (1, "img_1", "city")]
+    assert rows[0]["miou"] == 1.0 and rows[1]["miou"] == pytest.approx((8 / 12 + 4 / 8) / 2)
+    assert rows[1]["confusion"] == [[0, 0, 8], [13, 0, 4], [13, 13, 4]]  # the non-zero cells
     s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="u", run_id=rid)
     assert s.checkpoint_record(tmp_path / "w" / "best.pt")["sha256"] == "cd" * 32
     assert s.leaderboard()[0]["parent_run_id"] is None and s.leaderboard()[0]["method"] is None

@@ -41,6 +41,14 @@ def _source(tmp_path) -> str:
                                 metrics=Metrics(miou, 0.9, ious, mean_loss=0.4, num_images=2),
                                 profile=Profile(params=123456, size_mb=1.5, gflops=0.25, latency_ms=3.5, device="cpu",
                                                 threads=2, precision="fp32", resolution="64x32"))
+        confusion = _image_results()  # an evaluation with its per-image rows and confusion matrices
+        s.record_evaluation(run_id=a, variant="a", checkpoint="/w/a/best.pt", checkpoint_sha256="ab" * 32,
+                            dataset="synthetic", split="val", eval_size="64x32",
+                            metrics=Metrics(0.4, 0.9, ious, num_images=2, confusion=confusion.confusion,
+                                            boundary_confusion=confusion.results.boundary_confusion(),
+                                            boundary_fraction=0.01),
+                            images=confusion.results.results, source={"kind": "cityscapes", "root": "/data/synthetic"},
+                            predictions_dir="/data/predictions/a/0123456789ab")
         s.record_benchmark(kind="video", variant="a", size="64x32", device="cpu", threads=2, precision="fp32",
                            backend="eager", torch_version="2.4", metrics={"fps": 12.5, "frames": [1, 2]})
         s.record_checkpoint(tmp_path / "w" / "best.pt", "cd" * 32, kind="best", run_uid="b" * 32, run_id=b)
@@ -56,10 +64,33 @@ def _source(tmp_path) -> str:
     return url
 
 
+def _image_results():
+    """Two hand-made images' results (`engine.metrics.ImageResults`) and their summed confusion."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from engine.metrics import ImageResults
+
+    acc = ImageResults([(0, "img_0", "city", "leftImg8bit/val/city/img_0.png"),
+                        (1, "img_1", "city", "leftImg8bit/val/city/img_1.png")])
+    label = np.zeros((6, 8), np.uint8)
+    label[:, 4:], label[0] = 13, 255
+    total = 0
+    for pred_edge in (4, 6):
+        pred = np.zeros_like(label)
+        pred[:, pred_edge:] = 13
+        total = total + acc.add(torch.from_numpy(label), torch.from_numpy(pred), label)
+    return SimpleNamespace(results=acc, confusion=total.tolist())
+
+
 def _everything(url, tmp_path) -> dict:
     with Store(url) as s:
         runs = s.runs()
-        return {"runs": runs, "epochs": {r["id"]: s.epochs(r["id"]) for r in runs}, "evaluations": s.evaluations(),
+        evaluations = s.evaluations()
+        return {"runs": runs, "epochs": {r["id"]: s.epochs(r["id"]) for r in runs}, "evaluations": evaluations,
+                "images": {e["id"]: s.image_results(e["id"]) for e in evaluations},
                 "leaderboard": s.leaderboard(), "benchmarks": s.benchmarks(), "class_ious": s.class_iou_table(),
                 "checkpoint": s.checkpoint_record(tmp_path / "w" / "best.pt"), "robustness": s.robustness()}
 
@@ -67,10 +98,16 @@ def _everything(url, tmp_path) -> dict:
 def test_migrate_to_copies_every_row(tmp_path, store_url):
     src = _source(tmp_path)
     counts = copy_store(src, store_url)
-    assert counts == {"runs": 3, "epochs": 3, "evaluations": 4, "class_ious": 4 * len(CLASS_NAMES),
-                      "checkpoints": 1, "benchmarks": 1, "robustness_sweeps": 1, "corruption_results": 1}
+    assert counts == {"runs": 3, "epochs": 3, "evaluations": 5, "class_ious": 5 * len(CLASS_NAMES),
+                      "checkpoints": 1, "benchmarks": 1, "robustness_sweeps": 1, "corruption_results": 1,
+                      "image_results": 2}
     before, after = _everything(src, tmp_path), _everything(store_url, tmp_path)
     assert after == before
+    with_images = next(e for e in after["evaluations"] if e["images"])
+    assert with_images["images"] == 2
+    assert with_images["boundary_confusion"] == _image_results().results.boundary_confusion()
+    rows = after["images"][with_images["id"]]
+    assert [r["image"] for r in rows] == ["img_0", "img_1"] and rows[1]["confusion"][1] == [13, 0, 10]
     assert after["evaluations"][0]["per_class_iou"]["train"] is None and after["checkpoint"]["run_id"] == 2
     assert [r["variant"] for r in after["leaderboard"]] == ["a", "b", "c"]
 
@@ -86,7 +123,7 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
                                   profile=Profile(params=1, size_mb=1.0, gflops=1.0, latency_ms=1.0, device="cpu",
                                                   threads=1, precision="fp32", resolution="64x32"))
         s.record_checkpoint(tmp_path / "w" / "last.pt", "ef" * 32, kind="last", run_id=rid)
-        assert (rid, bid, eid) == (4, 2, 5)
+        assert (rid, bid, eid) == (4, 2, 6)
         assert [e["id"] for e in s.epochs(rid)] == [4]
         assert s.checkpoint_record(tmp_path / "w" / "last.pt")["id"] == 2
 
@@ -98,7 +135,7 @@ def test_cli_migrate_to(tmp_path, store_url, capsys):
     src = _source(tmp_path)
     assert main(["db", "migrate-to", store_url, "--db", src]) == 0
     out = capsys.readouterr().out
-    assert "copied" in out and "runs" in out and re.search(rf"class_ious +{4 * len(CLASS_NAMES)}\n", out)
+    assert "copied" in out and "runs" in out and re.search(rf"class_ious +{5 * len(CLASS_NAMES)}\n", out)
     assert _everything(store_url, tmp_path) == _everything(src, tmp_path)
 
     assert main(["db", "migrate-to", store_url, "--db", src]) == 2  # the target now holds results

@@ -39,6 +39,7 @@ class Sample:
     image: Path
     label: Path
     train_ids: bool  # True when `label` holds trainIds, False for Cityscapes label ids
+    folder: str = ""  # nested layouts: the folder both sit in (Cityscapes: the city; ACDC: the sequence)
 
 
 @dataclass
@@ -116,7 +117,7 @@ def pair_nested(image_dir: Path, label_dir: Path, image_suffix: str, label_suffi
     for (folder, stem), image in sorted(imgs.items(), key=lambda kv: kv[0][1]):
         suffix = next((s for s in label_names if (folder, stem, s) in gt), None)
         if suffix:
-            samples.append(Sample(stem, image, gt[folder, stem, suffix], dict(label_suffixes)[suffix]))
+            samples.append(Sample(stem, image, gt[folder, stem, suffix], dict(label_suffixes)[suffix], folder))
         else:
             unlabeled.append(image)
             expected[image] = [label_dir / folder / f"{stem}{s}" for s in reversed(label_names)]

@@ -88,6 +88,7 @@ class EvalTransform:
 
 
 def eval_collate(batch):
-    """Stack images (all at the eval size); keep labels as a list (their sizes may differ)."""
-    images, labels = zip(*batch)
-    return torch.stack(images), list(labels)
+    """Stack images (all at the eval size); keep labels (and anything else per item, e.g. boundary
+    bands) as lists (their sizes may differ)."""
+    images, labels, *more = zip(*batch)
+    return torch.stack(images), list(labels), *(list(m) for m in more)
