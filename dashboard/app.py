@@ -22,6 +22,7 @@ PAGES = [
     st.Page("views/per_class.py", title="Per-class", icon=":material/grid_on:"),
     st.Page("views/robustness.py", title="Robustness", icon=":material/thunderstorm:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("views/drilldown.py", title="Drill-down", icon=":material/zoom_in:"),
     st.Page("views/coverage.py", title="Coverage", icon=":material/pie_chart:"),
 ]
 page = st.navigation(PAGES)

@@ -331,3 +331,67 @@ def domain_shift_figure(frame: pd.DataFrame) -> go.Figure:
                       yaxis_tickformat=".2f", yaxis_rangemode="tozero", legend=dict(orientation="h", y=-0.2),
                       legend_title_text="" if len(domains) else None)
     return fig
+
+
+def _class_tick(c: int) -> str:
+    """A class name behind a chip of its Cityscapes colour (plotly tick labels take inline styles)."""
+    return f"<span style='color:{CLASS_COLORS[c]}'>■</span> {CLASS_NAMES[c]}"
+
+
+def confusion_figure(shares, counts, *, hide_diagonal: bool = False, diverging: bool = False,
+                     title: str = "") -> go.Figure:
+    """A 19x19 confusion matrix, ground truth (rows) x prediction (columns), as shares of each
+    ground-truth class's pixels (`shares`, row-normalised; `diverging`: a difference of two such
+    matrices, in [-1, 1]) with the pixel `counts` in the hover. Class names carry their colours.
+    An invisible marker sits on every cell, so a click selects it: x = prediction, y = ground truth."""
+    import numpy as np
+
+    z = np.array(shares, dtype=float)
+    if hide_diagonal:
+        np.fill_diagonal(z, np.nan)
+    counts = np.asarray(counts)
+    n = len(CLASS_NAMES)
+    gt, pred = np.meshgrid(range(n), range(n), indexing="ij")
+    word = "change in share" if diverging else "share"
+    hover = [f"ground truth <b>{CLASS_NAMES[g]}</b> → predicted <b>{CLASS_NAMES[p]}</b><br>"
+             + ("" if np.isnan(z[g, p]) else f"{word} of {CLASS_NAMES[g]} pixels: {z[g, p]:+.1%}" if diverging
+                else f"{z[g, p]:.1%} of {CLASS_NAMES[g]} pixels")
+             + f"<br>{counts[g, p]:,} pixels" for g, p in zip(gt.ravel(), pred.ravel())]
+    scale = dict(colorscale="RdBu", zmid=0, zmin=-1, zmax=1) if diverging else dict(colorscale="Blues", zmin=0)
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=list(range(n)), hoverinfo="skip", xgap=1, ygap=1,
+                               colorbar=dict(title=word, tickformat=".0%"), **scale))
+    fig.add_trace(go.Scatter(x=pred.ravel(), y=gt.ravel(), mode="markers", showlegend=False,
+                             marker=dict(symbol="square", size=22, opacity=0, color="black"),
+                             hovertext=hover,
+                             hovertemplate="%{hovertext}<extra></extra>"))
+    ticks = [_class_tick(c) for c in range(n)]
+    fig.update_xaxes(tickvals=list(range(n)), ticktext=ticks, tickangle=-45, title="predicted", side="bottom")
+    fig.update_yaxes(tickvals=list(range(n)), ticktext=ticks, autorange="reversed", title="ground truth")
+    fig.update_layout(height=640, margin=dict(l=10, r=10, t=40 if title else 10, b=10), hovermode="closest",
+                      title=title or None, clickmode="event+select", dragmode=False)
+    return fig
+
+
+def image_scatter(pairs: pd.DataFrame, a: str, b: str, label: str = "mIoU") -> go.Figure:
+    """One point per image: A's `value_a` against B's `value_b` (columns of `pairs`, with `image`
+    and `folder`), the diagonal drawn; above it B does better. customdata: the image."""
+    lo = float(min(pairs["value_a"].min(), pairs["value_b"].min(), 0.0)) if len(pairs) else 0.0
+    hi = float(max(pairs["value_a"].max(), pairs["value_b"].max(), 1e-6)) if len(pairs) else 1.0
+    pad = (hi - lo) * 0.04
+    fig = go.Figure(go.Scatter(x=[lo - pad, hi + pad], y=[lo - pad, hi + pad], mode="lines", hoverinfo="skip",
+                               line=dict(color="grey", dash="dash", width=1), showlegend=False))
+    better = pairs["value_b"] > pairs["value_a"]
+    for name, mask, color in ((f"B better ({int(better.sum())})", better, "#d62728"),
+                              (f"A better or equal ({int((~better).sum())})", ~better, "#1f77b4")):
+        sub = pairs[mask]
+        fig.add_trace(go.Scatter(
+            x=sub["value_a"], y=sub["value_b"], mode="markers", name=name, customdata=list(sub["image"]),
+            marker=dict(size=9, color=color, line=dict(color="white", width=0.5)),
+            hovertext=[f"<b>{r.image}</b>" + (f" ({r.folder})" if r.folder else "") + f"<br>A: {r.value_a:.3f}<br>"
+                       f"B: {r.value_b:.3f}<br>B − A: {r.value_b - r.value_a:+.3f}" for r in sub.itertuples()],
+            hovertemplate="%{hovertext}<extra></extra>"))
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=f"{label} of A: {a}",
+                      yaxis_title=f"{label} of B: {b}", legend=dict(orientation="h", y=1.08), hovermode="closest")
+    fig.update_xaxes(range=[lo - pad, hi + pad], constrain="domain")
+    fig.update_yaxes(range=[lo - pad, hi + pad], scaleanchor="x", scaleratio=1, constrain="domain")
+    return fig

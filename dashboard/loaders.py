@@ -157,3 +157,80 @@ def store_url() -> str:
 
 def weights_dir() -> Path:
     return settings.weights_dir()
+
+
+# ---- Drill-down: an evaluation's images and what it predicted for them ----
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def image_results(url: str, evaluation_id: int) -> list[dict]:
+    """An evaluation's per-image rows (written once with the evaluation, never changed)."""
+    return store(url).image_results(evaluation_id)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the dataset ...")
+def _evaluated_dataset(kind: str, root: str, split: str, condition: str, label_format: str | None):
+    from engine.data import open_dataset
+
+    data = open_dataset(kind, root, split, condition=condition or None, label_format=label_format)
+    return data, {s.stem: i for i, s in enumerate(data.samples)}
+
+
+def evaluated_image(evaluation: dict, stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB image, trainId ground truth) of one image of an evaluation, read from the dataset it was
+    evaluated on (`engine.data`); a DatasetError (a UserError) when that is not readable here."""
+    from engine.data import DatasetError
+
+    if not evaluation.get("data_kind") or not evaluation.get("data_root"):
+        raise DatasetError(f"evaluation #{evaluation['id']} does not say where its images are (recorded before "
+                           "the store kept it); evaluate the model again to open its images")
+    data, index = _evaluated_dataset(evaluation["data_kind"], evaluation["data_root"], evaluation["split"],
+                                     evaluation.get("condition") or "", evaluation.get("label_format"))
+    if stem not in index:
+        raise DatasetError(f"{stem} is no longer in {evaluation['data_root']} ({evaluation['split']})")
+    return data.load(index[stem])
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model ...")
+def evaluated_model(checkpoint: str, mtime_ns: int, eval_size: str):
+    """The checkpoint loaded as `engine.evaluate` runs it, at the evaluation's input size."""
+    from engine.evaluate import load_checkpoint
+
+    w, h = (int(v) for v in eval_size.split("x"))
+    return load_checkpoint(checkpoint=checkpoint, eval_size=(w, h), store=store(store_url()))
+
+
+@dataclass(frozen=True)
+class EvaluatedPrediction:
+    labels: np.ndarray   # trainIds at the ground truth's resolution
+    source: str          # where they came from, for the caption
+
+
+def evaluated_prediction(evaluation: dict, stem: str, image: np.ndarray, shape: tuple[int, int]) -> EvaluatedPrediction:
+    """What the evaluation predicted for one image: its kept PNG (`evaluate --keep-predictions`),
+    else the model run once on it exactly as the evaluation ran it (kept in the session)."""
+    from engine.evaluate import predict_labels, read_label_png
+
+    cache: dict = st.session_state.setdefault("_evaluated_predictions", {})
+    key = (evaluation["id"], stem)
+    if key in cache:
+        return cache[key]
+    kept = Path(evaluation["predictions_dir"]) / f"{stem}.png" if evaluation.get("predictions_dir") else None
+    if kept is not None and kept.is_file():
+        out = EvaluatedPrediction(read_label_png(kept), "kept by the evaluation")
+    else:
+        path = Path(evaluation["checkpoint"])
+        m = evaluated_model(str(path), path.stat().st_mtime_ns, evaluation["eval_size"])
+        if evaluation.get("checkpoint_sha256") and m.sha256 != evaluation["checkpoint_sha256"]:
+            from engine.checkpoints import CheckpointError
+
+            raise CheckpointError(f"{path} has changed since evaluation #{evaluation['id']} (sha256 differs): its "
+                                  "predictions cannot be reproduced; evaluate it again with --keep-predictions")
+        t0 = time.perf_counter()
+        labels = predict_labels(m, image, shape)
+        out = EvaluatedPrediction(labels, f"recomputed on {m.device.type} in {time.perf_counter() - t0:.1f} s: "
+                                          "the evaluation kept none")
+        st.session_state["inference_calls"] = st.session_state.get("inference_calls", 0) + 1
+    if len(cache) > 16:
+        cache.pop(next(iter(cache)))
+    cache[key] = out
+    return out

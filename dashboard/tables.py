@@ -3,7 +3,8 @@
 from `engine.store.recipe_columns`): renamed, unit-converted (params in millions, seconds in
 minutes) and filtered. The only numbers made here are the robustness ratios of stored numbers
 (retention = mIoU or IoU under corruption / clean), a derived model's change against the model it
-was made from (mIoU difference, size and latency ratios), and the latest row per run and dataset.
+was made from (mIoU difference, size and latency ratios), the latest row per run and dataset, and
+the Drill-down's IoUs of stored per-image and boundary-band counts (through `engine.per_image`).
 
 Derived models (`python -m engine compress`: pruned, INT8, pruned then INT8) are runs whose
 `parent_run_id` names the run they were made from; `lineage_view` lists each one directly under
@@ -417,3 +418,76 @@ def with_accuracy_axes(runs: pd.DataFrame, evaluations: list[dict]) -> tuple[pd.
         axes[col] = f"mIoU on {domain_label(ds, cond)}"
         out[col] = pd.to_numeric(out["run_id"].map(dict(zip(part["run_id"], part["miou"]))), errors="coerce")
     return out, axes
+
+
+# ---- Drill-down: evaluations with per-image rows (engine.per_image does the arithmetic) ----
+
+def evaluation_label(ev: dict) -> str:
+    """How a picker names an evaluation: model, where, how many images, mIoU, when, id."""
+    miou = "n/a" if ev.get("miou") is None else f"{ev['miou']:.3f}"
+    return (f"{ev['variant']} · {domain_label(ev['dataset'], ev.get('condition'))} {ev['split']} · "
+            f"{ev['images']} images · mIoU {miou} · {ev['created_at']:%Y-%m-%d %H:%M} · #{ev['id']}")
+
+
+def comparable(evaluations: list[dict], a: dict) -> list[dict]:
+    """The other evaluations on the same dataset, condition and split as `a` (with per-image rows)."""
+    return [e for e in evaluations if e["id"] != a["id"] and e["images"] and e["dataset"] == a["dataset"]
+            and (e.get("condition") or "") == (a.get("condition") or "") and e["split"] == a["split"]]
+
+
+def interior_boundary_frame(evaluations: dict[str, dict]) -> pd.DataFrame:
+    """Per class (rows): for each named evaluation, its IoU over all pixels, in the interior and
+    within the boundary band (`engine.per_image.interior_boundary`); with two, B − A of each."""
+    from engine.per_image import interior_boundary
+
+    cols = {}
+    for name, ev in evaluations.items():
+        rows = interior_boundary(ev)
+        if rows is None:
+            continue
+        for key, word in (("iou", "IoU"), ("interior_iou", "interior"), ("boundary_iou", "boundary")):
+            cols[f"{name} {word}"] = [r[key] for r in rows]
+    df = pd.DataFrame(cols, index=pd.Index(CLASS_NAMES, name="class")).astype(float)
+    names = list(evaluations)
+    if len(names) == 2 and all(f"{n} IoU" in df for n in names):
+        a, b = names
+        for word in ("interior", "boundary"):
+            df[f"B − A {word}"] = df[f"{b} {word}"] - df[f"{a} {word}"]
+    return df
+
+
+def image_iou_frame(rows: dict[str, dict]) -> pd.DataFrame:
+    """Per class (rows): each named evaluation's IoU in one image, and within its boundary band."""
+    from engine.per_image import per_class_iou
+
+    cols = {}
+    for name, row in rows.items():
+        cols[f"{name} IoU"] = list(per_class_iou(row).values())
+        cols[f"{name} boundary"] = list(per_class_iou(row, boundary=True).values())
+    df = pd.DataFrame(cols, index=pd.Index(CLASS_NAMES, name="class")).astype(float)
+    return df.dropna(how="all")
+
+
+def cell_images_frame(rows: dict[str, list[dict]], gt: int, pred: int, top: int = 20) -> pd.DataFrame:
+    """The images where ground-truth class `gt` is predicted as `pred` on the most pixels by the
+    first named evaluation, with those pixels (and their share of the class) for each evaluation."""
+    from engine.per_image import cell_pixels, confusion_images
+
+    (first, first_rows), *others = rows.items()
+    found = confusion_images(first_rows, gt, pred, top)
+    data = {"image": [r["image"] for r in found], "folder": [r["folder"] for r in found],
+            f"{first} pixels": [r["pixels"] for r in found], f"{first} share": [r["share"] for r in found]}
+    for name, other in others:
+        by_image = {r["image"]: r for r in other}
+        data[f"{name} pixels"] = [cell_pixels(by_image[r["image"]], gt, pred) if r["image"] in by_image else None
+                                  for r in found]
+    return pd.DataFrame(data)
+
+
+def image_pairs(rows_a: list[dict], rows_b: list[dict], by: str = "miou") -> pd.DataFrame:
+    """One row per image both evaluations scored: image, folder, value_a, value_b (`by` of each)."""
+    from engine.per_image import versus
+
+    pairs = versus(rows_a, rows_b, by, top=None)
+    return pd.DataFrame({"image": [p["image"] for p in pairs], "folder": [p["a"]["folder"] for p in pairs],
+                         "value_a": [p["value_a"] for p in pairs], "value_b": [p["value_b"] for p in pairs]})

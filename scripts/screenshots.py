@@ -21,7 +21,7 @@ from dashboard import server  # noqa: E402
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 PAGES = {"leaderboard": "", "tradeoffs": "tradeoffs", "per_class": "per_class", "robustness": "robustness",
-         "compare": "compare", "coverage": "coverage"}
+         "compare": "compare", "drilldown": "drilldown", "coverage": "coverage"}
 
 
 def launch(p):

@@ -566,3 +566,56 @@ def test_compare_and_coverage_offer_derived_models_and_compare_with_the_parent(a
     assert f"A ({parent}+int8) was made from B ({parent}): INT8." in _texts(at, "caption")
     at = app("coverage", derived_data.env)
     assert {o.split(" (")[0] for o in at.selectbox(key="pick_coverage_model").options} >= set(derived_data.derived)
+
+
+def test_drilldown_matrix_cell_scatter_and_image_view_without_rerunning_models(app, dashboard_data):
+    """The Drill-down on the two evaluations of `dashboard_data` (A's predictions kept, B's not): a
+    confusion cell lists its images, an image opens with image | truth | A | B | errors, and changing
+    a control re-draws from the predictions already made."""
+    from engine.per_image import confusion_images
+    from engine.store import Store
+
+    at = app("drilldown")
+    assert at.title[0].value == "Drill-down" and not at.error
+    kept, recomputed = (dashboard_data.results[v]["evaluation_id"] for v in dashboard_data.variants)
+    at.selectbox(key="drill_a").set_value(kept).run()
+    offered = at.selectbox(key="drill_b").options  # none, or the other evaluation of the same images
+    assert len(offered) == 2 and offered[1].startswith(f"{dashboard_data.variants[1]} · ") and f"#{recomputed}" in offered[1]
+    at.selectbox(key="drill_b").set_value(recomputed).run()
+    table = _frame_with(at, "A interior")
+    assert list(table.columns) == ["A IoU", "A interior", "A boundary", "B IoU", "B interior", "B boundary",
+                                   "B − A interior", "B − A boundary"] and len(table) == 19
+    assert table.loc["road", "A IoU"] == pytest.approx(dashboard_data.results[dashboard_data.variants[0]]
+                                                       ["per_class_iou"]["road"])
+    # a click on the cell (ground truth road, predicted road): its images, most pixels first
+    at.session_state["drill_cell"] = (0, 0)
+    at.run()
+    listed = _frame_with(at, "B pixels")
+    with Store(dashboard_data.db) as s:
+        rows = s.image_results(kept)
+    assert list(listed["image"]) == [r["image"] for r in confusion_images(rows, 0, 0, 20)] and len(listed)
+    assert "B pixels" in listed.columns and not at.exception
+    # opening an image (what a scatter point or a listed row does): the image view, A from its kept PNG
+    stem = listed["image"].iloc[0]
+    at.session_state["drill_image"] = stem
+    at.session_state["drill_tab"] = "Image"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    captions = [e.captions[0] for e in at.get("image")]
+    assert len(captions) == 6 and captions[1] == "ground truth"
+    assert any("kept by the evaluation" in c for c in captions) and any("recomputed on cpu" in c for c in captions)
+    assert sum("errors: wrong pixels" in c for c in captions) == 2
+    assert at.session_state["inference_calls"] == 1  # B only: A's prediction was kept
+    shown = [e.value for e in at.get("image")]
+    at.slider(key="drill_alpha").set_value(0.2).run()
+    at.button(key="drill_classes_none").click().run()
+    assert at.session_state["inference_calls"] == 1 and [e.value for e in at.get("image")] != shown
+    per_class = _frame_with(at, "A boundary")
+    assert list(per_class.columns) == ["A IoU", "A boundary", "B IoU", "B boundary"]
+    row = next(r for r in rows if r["image"] == stem)
+    assert {m.label: m.value for m in at.metric}["A: mIoU of this image"] == f"{row['miou']:.3f}"
+
+
+def _frame_with(at, column: str):
+    """The first table on the page with this column (AppTest finds only widgets by key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)

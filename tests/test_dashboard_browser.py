@@ -27,7 +27,7 @@ from engine.coverage import CSV_COLUMNS
 from engine.classes import NUM_CLASSES
 from engine.data.synthetic import render_scene
 from engine.runtime import PRECISIONS
-from scripts.screenshots import PAGES, launch, wait_idle
+from scripts.screenshots import PAGES, choose, launch, wait_idle
 
 # every precision a caption can name: whichever the calibration of this CPU picks (bf16, mixed, fp32) is right
 SHOWN_PRECISIONS = "|".join(p for p in PRECISIONS if p != "auto")
@@ -42,7 +42,8 @@ if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 TITLES = {"leaderboard": "Leaderboard", "tradeoffs": "Trade-offs", "per_class": "Per-class IoU",
-          "robustness": "Robustness", "compare": "Compare two models", "coverage": "Class coverage"}
+          "robustness": "Robustness", "compare": "Compare two models", "drilldown": "Drill-down",
+          "coverage": "Class coverage"}
 WIDTH, HEIGHT = 1400, 900
 TIMEOUT_MS = 120_000  # a first model load on 2 busy CPU cores can be slow
 UPLOADER = "[data-testid='stFileUploader'] input[type=file]"
@@ -137,7 +138,7 @@ def test_every_page_renders_without_errors(page, name, out_dir):
     # reached by its own URL, a page still runs inside the app's navigation (not as a bare script)
     nav = page.locator("[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']")
     expect(nav).to_have_text([re.compile(f"{t}$") for t in ("Leaderboard", "Trade-offs", "Per-class", "Robustness",
-                                                            "Compare", "Coverage")])  # after the icon's ligature name
+                                                            "Compare", "Drill-down", "Coverage")])  # after the icon's ligature name
     expect(page.locator("[data-testid='stSidebarUserContent'] h3")).to_have_text(re.compile("segbench$"))
     assert_healthy(page)
     assert screenshot(page, out_dir / f"{name}.png").stat().st_size > 10_000
@@ -356,6 +357,42 @@ def test_derived_models_show_on_tradeoffs_and_leaderboard(app, dashboard_data, t
         finally:
             context.close()
     assert "Traceback" not in log.read_text(errors="replace")
+
+
+def test_drilldown_click_a_matrix_cell_then_a_scatter_point_opens_the_image(page, dashboard_data, out_dir):
+    kept, recomputed = (dashboard_data.results[v]["evaluation_id"] for v in dashboard_data.variants)
+    open_page(page, "drilldown")
+    choose(page, "Evaluation A", next(o for o in _options(page, "Evaluation A") if o.endswith(f"#{kept}")))
+    choose(page, "Evaluation B (same images)",
+           next(o for o in _options(page, "Evaluation B (same images)") if o.endswith(f"#{recomputed}")))
+    matrix = page.locator("[data-testid='stPlotlyChart']").first
+    page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg")
+    cells = matrix.locator(".scatterlayer path.point")
+    expect(cells).to_have_count(19 * 19)
+    click_point(page, matrix, cells.nth(0))  # ground truth road, predicted road: every image has some
+    heading = page.get_by_text("Ground truth road predicted as road")
+    rerun_after(page, heading)
+    expect(page.locator("[data-testid='stDataFrame']")).to_have_count(2)  # the cell's images, the per-class table
+    assert_healthy(page)
+    screenshot(page, out_dir / "drilldown_overview.png")
+    scatter = page.locator("[data-testid='stPlotlyChart']").nth(1)
+    click_point(page, scatter, scatter.locator(".scatterlayer path.point").first)
+    rerun_after(page, page.get_by_text("A: mIoU of this image"))
+    expect(page.get_by_role("tab", name="Image", exact=True)).to_have_attribute("aria-selected", "true")
+    images = page.locator("[data-testid='stImage']")
+    expect(images).to_have_count(6)  # image, ground truth, A, B, and the errors of each
+    expect(page.get_by_text("kept by the evaluation")).to_be_visible()
+    expect(page.get_by_text(re.compile("recomputed on cpu"))).to_be_visible()
+    assert_healthy(page)
+    screenshot(page, out_dir / "drilldown_image.png")
+
+
+def _options(page: Page, label: str) -> list[str]:
+    """The options of a selectbox (opened and closed again)."""
+    page.get_by_role("combobox", name=label, exact=True).click()
+    options = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    return options
 
 
 def test_server_logged_no_traceback(app):
