@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine import distributed
 from engine.classes import CLASS_NAMES, NUM_CLASSES
 
 BOUNDARY_FRACTION = 0.01  # d of the trimap band, as a fraction of the image diagonal
@@ -187,8 +188,6 @@ class ImageResults:
 
     def gather(self) -> None:
         """Under torchrun: every rank's results on rank 0, in split order (the other ranks keep none)."""
-        from engine import distributed
-
         gathered = distributed.gather_to_main(self.results)
         self.results = sorted(gathered, key=lambda r: r.index) if gathered is not None else []
 
