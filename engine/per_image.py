@@ -157,8 +157,9 @@ def evaluation_of(store, variant: str, *, dataset: str | None = None, condition:
     ev = pick_evaluation(store.evaluations(), variant, dataset=dataset, condition=condition, split=split,
                          trained_on=runs[-1]["dataset"] if runs else None)
     if ev is None:
-        where = f"{dataset or (runs[-1]['dataset'] if runs else 'its dataset')}" + (f"/{condition}" if condition else "")
-        raise NoImageResults(f"no evaluation of {variant} on {where} {split} with per-image results in the store; "
+        where = dataset or (runs[-1]["dataset"] if runs else None)
+        where = f"on {where}{f'/{condition}' if condition else ''} {split} " if where else ""
+        raise NoImageResults(f"no evaluation of {variant} {where}with per-image results in the store; "
                              f"record one with `python -m engine evaluate --variant {variant}"
                              + (f" --dataset {dataset}" if dataset else "") + (f" --condition {condition}" if condition else "")
                              + (f" --split {split}" if split != "val" else "") + "`")
