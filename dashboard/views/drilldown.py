@@ -17,8 +17,8 @@ url = loaders.store_url()
 widgets.runs_or_stop()
 evaluations = [e for e in loaders.evaluations(url) if e["images"]]
 if not evaluations:
-    st.info("No evaluation with per-image results yet: `python -m engine evaluate --variant NAME "
-            "--keep-predictions` records one (add `--keep-predictions` to keep each image's prediction too).")
+    st.info("No evaluation with per-image results yet: `python -m engine evaluate --variant NAME` records one "
+            "(add `--keep-predictions` to keep each image's prediction too).")
     st.stop()
 
 by_id = {e["id"]: e for e in evaluations}
@@ -37,6 +37,10 @@ rows = {"A": loaders.image_results(url, ev_a["id"])}
 if ev_b is not None:
     rows["B"] = loaders.image_results(url, ev_b["id"])
 names = {"A": ev_a["variant"], "B": ev_b["variant"] if ev_b else None}
+for key in ("drill_matrix_of", "drill_gallery_of"):  # A at first, and when B (or B − A) was chosen and B taken away
+    if st.session_state.get(key) not in ("A", *(("B", "B − A") if ev_b else ())):
+        st.session_state[key] = "A"
+st.session_state.setdefault("drill_scatter_by", "miou")
 
 
 def open_image(stem: str) -> None:
@@ -69,7 +73,7 @@ if overview.open:
     with overview:
         st.subheader("Confusion matrix")
         m1, m2 = st.columns([2, 1], vertical_alignment="bottom")
-        shown = m1.segmented_control("Matrix of", ["A", "B", "B − A"] if ev_b else ["A"], default="A",
+        shown = m1.segmented_control("Matrix of", ["A", "B", "B − A"] if ev_b else ["A"],
                                      key="drill_matrix_of", required=True)
         hide = m2.toggle("Hide the diagonal", key="drill_hide_diag", help="Show only the confusions")
         counts = {k: per_image.confusion_matrix(v) for k, v in rows.items()}
@@ -98,7 +102,7 @@ if overview.open:
 
         if ev_b is not None:
             st.subheader("Per image: A against B")
-            measure = st.segmented_control("Measure", ["miou", "boundary"], default="miou", required=True,
+            measure = st.segmented_control("Measure", ["miou", "boundary"], required=True,
                                            key="drill_scatter_by", format_func=per_image.measure_label)
             pairs = tables.image_pairs(rows["A"], rows["B"], measure)
             st.caption(f"One point per image; above the diagonal B ({names['B']}) does better. Click a point to open "
@@ -120,7 +124,7 @@ if overview.open:
 if gallery.open:
     with gallery:
         g1, g2, g3, g4 = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
-        side = g1.segmented_control("Model", list(rows), default="A", required=True, key="drill_gallery_of",
+        side = g1.segmented_control("Model", list(rows), required=True, key="drill_gallery_of",
                                     format_func=lambda k: f"{k}: {names[k]}")
         kind = g2.selectbox("Measure", ["miou", "boundary", "class"], key="drill_gallery_by",
                             format_func=lambda m: "class IoU" if m == "class" else per_image.measure_label(m))
