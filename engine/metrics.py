@@ -180,7 +180,11 @@ class ImageResults:
         h, w = label.shape
         if band is None:
             band = band_of(label.cpu().numpy())
-        band = torch.as_tensor(band).to(label.device, non_blocking=True)
+        band = torch.as_tensor(band)
+        if band.dtype != torch.bool or band.shape != label.shape:
+            raise ValueError(f"a boundary band is a bool map the size of its label {tuple(label.shape)}, "
+                             f"got {band.dtype} {tuple(band.shape)}")
+        band = band.to(label.device, non_blocking=True)
         full, inside = confusion_in_and_out(label, pred, band)
         both = torch.stack([full, inside]).cpu().numpy()
         self.results.append(ImageResult(index, stem, folder, image_file, w, h, boundary_width(h, w), both[0], both[1]))

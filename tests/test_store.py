@@ -426,7 +426,7 @@ def _image_result(index: int, pred_offset: int = 0):
     pred = np.zeros((4, 4), np.uint8)
     pred[:, 2 + pred_offset:] = 13
     acc = ImageResults([(index, f"img_{index}", "city", f"leftImg8bit/val/city/img_{index}.png")])
-    acc.add(torch.from_numpy(label), torch.from_numpy(pred), label)
+    acc.add(torch.from_numpy(label), torch.from_numpy(pred))
     return acc.results[0]
 
 
