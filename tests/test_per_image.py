@@ -138,6 +138,16 @@ def test_a_uniform_label_has_no_band():
     assert not boundary_band(np.full((10, 12), 255, np.uint8), 5).any()
 
 
+def test_a_band_given_with_an_image_must_be_a_bool_map_of_its_size():
+    label = torch.zeros((4, 6), dtype=torch.uint8)
+    acc = ImageResults([(i, f"i{i}", "", f"i{i}.png") for i in range(3)])
+    for wrong in (label, torch.zeros((4, 5), dtype=torch.bool)):  # a label passed as the band; another size
+        with pytest.raises(ValueError, match="bool map the size of its label"):
+            acc.add(label, label, wrong)
+    acc.add(label, label, np.zeros((4, 6), bool))  # precomputed, as the loader's workers give it
+    assert acc.results[0].confusion[0, 0] == 24 and acc.results[0].boundary_confusion.sum() == 0
+
+
 def test_the_edge_of_an_ignored_region_is_a_boundary():
     label = np.zeros((12, 10), np.uint8)
     label[8:] = 255  # e.g. the ego vehicle at the bottom
