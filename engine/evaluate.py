@@ -171,8 +171,7 @@ def evaluate_loaded(m: Loaded, *, dataset: str = "cityscapes", data_root=None, c
                         num_workers=min(2, os.cpu_count() or 1), pin_memory=m.device.type == "cuda")
     loss_fn = SegmentationLoss(LossConfig(**m.recipe["schedule"]["loss"])).single
     indices = list(getattr(shard, "indices", range(len(data))))
-    per_image = ImageResults([(i, data.samples[i].stem, data.samples[i].folder, _relative(data.samples[i].image, data.root))
-                              for i in indices])
+    per_image = image_results_for(data, indices)
     keep_dir = None
     if keep_predictions:  # one folder for the whole evaluation, named on rank 0
         keep_dir = distributed.broadcast_object(str(settings.predictions_dir() / m.variant / uuid.uuid4().hex[:12]))
@@ -205,12 +204,18 @@ def evaluate_loaded(m: Loaded, *, dataset: str = "cityscapes", data_root=None, c
     return summary
 
 
-def _relative(path: Path, root) -> str:
-    """`path` relative to the dataset root (as given when it lies elsewhere)."""
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
+def image_results_for(data, indices) -> ImageResults:
+    """What collects the per-image results of the images `indices` of `data` (a dataset of
+    `engine.data`), in that order; each image's file relative to the dataset root (as given when it
+    lies elsewhere)."""
+    def relative(path: Path) -> str:
+        try:
+            return Path(path).relative_to(data.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    return ImageResults([(i, data.samples[i].stem, data.samples[i].folder, relative(data.samples[i].image))
+                         for i in indices])
 
 
 def predict_labels(m: Loaded, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

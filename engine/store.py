@@ -708,30 +708,23 @@ class Store:
         with Session(self._engine) as s:
             return [_as_dict(e) for e in s.scalars(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch))]
 
-    def evaluations(self, run_id=None, *, dataset=None) -> list[dict]:
+    def evaluations(self, run_id=None, *, dataset=None, ids=None) -> list[dict]:
         """Every evaluation (oldest first), with its per-class IoUs and `images` (how many per-image
-        rows it has); of one run and/or dataset."""
+        rows it has); of one run, dataset and/or these ids."""
         counts = (select(ImageResultRow.evaluation_id, func.count().label("n"))
                   .group_by(ImageResultRow.evaluation_id).subquery())
         q = select(Evaluation, counts.c.n).outerjoin(counts, counts.c.evaluation_id == Evaluation.id).order_by(Evaluation.id)
-        if run_id is not None:
-            q = q.where(Evaluation.run_id == run_id)
-        if dataset is not None:
-            q = q.where(Evaluation.dataset == dataset)
+        for col, val in ((Evaluation.run_id, run_id), (Evaluation.dataset, dataset)):
+            if val is not None:
+                q = q.where(col == val)
+        if ids is not None:
+            q = q.where(Evaluation.id.in_(list(ids)))
         with Session(self._engine) as s:
             return [_evaluation_dict(ev) | {"images": n or 0} for ev, n in s.execute(q)]
 
     def evaluation(self, evaluation_id) -> dict | None:
         """One evaluation as `evaluations` gives it, or None."""
-        return next((e for e in self._evaluations_by_id([evaluation_id])), None)
-
-    def _evaluations_by_id(self, ids) -> list[dict]:
-        with Session(self._engine) as s:
-            n = {eid: c for eid, c in s.execute(select(ImageResultRow.evaluation_id, func.count())
-                                                 .where(ImageResultRow.evaluation_id.in_(list(ids)))
-                                                 .group_by(ImageResultRow.evaluation_id))}
-            return [_evaluation_dict(ev) | {"images": n.get(ev.id, 0)}
-                    for ev in s.scalars(select(Evaluation).where(Evaluation.id.in_(list(ids))).order_by(Evaluation.id))]
+        return next(iter(self.evaluations(ids=[evaluation_id])), None)
 
     def image_results(self, evaluation_id) -> list[dict]:
         """The per-image rows of an evaluation, in split order (`position`)."""

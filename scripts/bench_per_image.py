@@ -35,7 +35,7 @@ from engine.cli import _size  # noqa: E402
 from engine.data import open_dataset  # noqa: E402
 from engine.data.synthetic import write_synthetic_dataset  # noqa: E402
 from engine.data.transforms import EvalTransform, eval_collate  # noqa: E402
-from engine.evaluate import _relative, evaluate_model, load_checkpoint  # noqa: E402
+from engine.evaluate import evaluate_model, image_results_for, load_checkpoint  # noqa: E402
 from engine.metrics import ImageResults, WithBands  # noqa: E402
 from engine.profiling import cpu_name  # noqa: E402
 from engine.store import Store  # noqa: E402
@@ -58,8 +58,7 @@ def main() -> None:
         stems = [s.stem for s in data.samples]
 
         def run(mode: str) -> tuple[float, object, ImageResults | None, Path | None]:
-            per_image = ImageResults([(i, s.stem, s.folder, _relative(s.image, data.root))
-                                      for i, s in enumerate(data.samples)]) if mode != "plain" else None
+            per_image = image_results_for(data, range(len(data))) if mode != "plain" else None
             keep = tmp / "kept" / mode if mode == "keep" else None
             if keep is not None:
                 shutil.rmtree(keep, ignore_errors=True)

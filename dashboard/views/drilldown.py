@@ -76,7 +76,7 @@ if overview.open:
         shown = m1.segmented_control("Matrix of", ["A", "B", "B − A"] if ev_b else ["A"],
                                      key="drill_matrix_of", required=True)
         hide = m2.toggle("Hide the diagonal", key="drill_hide_diag", help="Show only the confusions")
-        counts = {k: per_image.confusion_matrix(v) for k, v in rows.items()}
+        counts = {k: np.asarray(ev["confusion"]) for k, ev in (("A", ev_a), ("B", ev_b)) if ev is not None}
         if shown == "B − A":
             shares = per_image.row_normalised(counts["B"]) - per_image.row_normalised(counts["A"])
             fig = charts.confusion_figure(shares, counts["B"] - counts["A"], hide_diagonal=hide, diverging=True)
