@@ -151,7 +151,7 @@ def build_from(ckpt: dict) -> torch.nn.Module:
 
     model_cfg = ckpt["recipe"]["model"]
     model = build_model(ckpt["arch"], num_classes=ckpt["num_classes"], dropout=model_cfg.get("dropout", 0.0),
-                        aux_loss=model_cfg.get("aux_loss", False))
+                        aux_loss=model_cfg.get("aux_loss", False), head=model_cfg.get("head"))
     if ckpt.get("pruning"):
         shrink_to(model, ckpt["pruning"]["layers"])
     if ckpt.get("int8"):

@@ -40,6 +40,7 @@ class ModelConfig:
     aux_loss: bool = False
     aux_weight: float = 0.4
     pretrained_backbone: bool = False
+    head: str | None = None  # the decode head, where a family has several (engine.models.HEADS); None = its default
     # start from this checkpoint's weights and architecture (a pruned one's included) instead of a
     # freshly built model: how `compress` fine-tunes a pruned model with its parent's recipe
     init_checkpoint: str | None = None
@@ -80,6 +81,7 @@ class SchedulerConfig:
     step_size: int = 5  # epochs, for "step"
     gamma: float = 0.5
     power: float = 0.9  # for "poly"
+    min_lr: float = 0.0  # for "poly": the lr it decays to (mmsegmentation's eta_min)
 
 
 @dataclass
@@ -90,8 +92,9 @@ class LossConfig:
 
 @dataclass
 class ScheduleConfig:
-    epochs: int = 10
+    epochs: int | None = 10  # None: an iteration schedule, as many epochs as max_iters needs
     max_iters: int | None = None  # stop after this many iterations in total (None: run all epochs)
+    val_every: int = 1  # validate every N epochs (and after the last one)
     seed: int = 0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -153,10 +156,13 @@ def _check_size(value, where: str, allow_none: bool = False) -> None:
 
 
 def validate(recipe: Recipe, where: str) -> Recipe:
-    from engine.models import ARCHS  # local import: config must stay importable without torch models
+    from engine.models import ARCHS, HEADS  # local import: config must stay importable without torch models
 
     if recipe.model.arch not in ARCHS:
         raise RecipeError(f"{where}: model.arch {recipe.model.arch!r} is not one of {sorted(ARCHS)}")
+    if recipe.model.head is not None and recipe.model.head not in HEADS[recipe.model.arch]:
+        raise RecipeError(f"{where}: model.head {recipe.model.head!r}: {recipe.model.arch} has "
+                          f"{', '.join(HEADS[recipe.model.arch])}")
     if recipe.model.arch == "unet" and (recipe.model.pretrained_backbone or recipe.model.aux_loss):
         raise RecipeError(f"{where}: unet has no pretrained backbone and no auxiliary head")
     if not 0.0 <= recipe.model.dropout < 1.0:
@@ -176,8 +182,14 @@ def validate(recipe: Recipe, where: str) -> Recipe:
         raise RecipeError(f"{where}: schedule.optimizer.name must be one of {OPTIMIZERS}, got {s.optimizer.name!r}")
     if s.scheduler.name not in SCHEDULERS:
         raise RecipeError(f"{where}: schedule.scheduler.name must be one of {SCHEDULERS}, got {s.scheduler.name!r}")
-    if not (s.optimizer.lr > 0 and s.epochs >= 1 and recipe.data.batch_size >= 1):
+    if s.epochs is None and not s.max_iters:
+        raise RecipeError(f"{where}: schedule.epochs: null (an iteration schedule) needs schedule.max_iters")
+    if not (s.optimizer.lr > 0 and (s.epochs is None or s.epochs >= 1) and recipe.data.batch_size >= 1):
         raise RecipeError(f"{where}: lr, epochs and batch_size must be positive")
+    if isinstance(s.val_every, bool) or not isinstance(s.val_every, int) or s.val_every < 1:
+        raise RecipeError(f"{where}: schedule.val_every must be a whole number >= 1, got {s.val_every!r}")
+    if not 0.0 <= s.scheduler.min_lr < s.optimizer.lr:
+        raise RecipeError(f"{where}: schedule.scheduler.min_lr must be >= 0 and below the lr, got {s.scheduler.min_lr}")
     if s.checkpoint_every is not None and s.checkpoint_every < 1:
         raise RecipeError(f"{where}: schedule.checkpoint_every must be >= 1 or null (only at the end)")
     n = s.checkpoint_every_iters
@@ -267,6 +279,20 @@ def load_recipe(name_or_path: str | Path, profile: str = "full") -> Recipe:
 def recipe_from_dict(raw: dict, where: str) -> Recipe:
     """A recipe from its `to_dict()` (what a checkpoint and a run keep), checked like a file's."""
     return validate(_build(Recipe, raw, where), where)
+
+
+def schedule_summary(recipe: Recipe) -> str:
+    """One line: how long the recipe trains and on what, e.g. "80000 iterations x batch 8 = 640000
+    images; 1024x512 crops of 2048x1024, scale 0.5-2.0; evaluated at 2048x1024; ImageNet backbone"."""
+    s, d = recipe.schedule, recipe.data
+    length = (f"{s.max_iters} iterations x batch {d.batch_size} = {s.max_iters * d.batch_size} images" if s.epochs is None
+              else f"{s.epochs} epochs x batch {d.batch_size}" + (f" (at most {s.max_iters} iterations)" if s.max_iters else ""))
+    crop = d.augment.crop or d.size
+    scale = f", scale {d.augment.scale[0]:g}-{d.augment.scale[1]:g}" if d.augment.scale else ""
+    w, h = recipe.eval_size
+    start = "ImageNet backbone" if recipe.model.pretrained_backbone else "from scratch"
+    return (f"{length}; {crop[0]}x{crop[1]} crops of {d.size[0]}x{d.size[1]}{scale}; evaluated at {w}x{h}; "
+            f"{s.optimizer.name} {s.optimizer.lr:g} {s.scheduler.name}; {start}")
 
 
 def list_variants() -> list[str]:

@@ -192,7 +192,7 @@ def build_model_for(recipe: Recipe, dev: torch.device) -> tuple[torch.nn.Module,
         model = checkpoints.build_from(checkpoints.load(recipe.model.init_checkpoint)).train()
     else:
         model = build_model(recipe.model.arch, dropout=recipe.model.dropout, aux_loss=recipe.model.aux_loss,
-                            pretrained_backbone=recipe.model.pretrained_backbone)
+                            pretrained_backbone=recipe.model.pretrained_backbone, head=recipe.model.head)
     if dev.type == "cuda" and distributed.world_size() > 1:  # BatchNorm statistics over all GPUs' samples
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(dev)
@@ -356,14 +356,36 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def total_iters(recipe: Recipe, iters_per_epoch: int) -> int:
+    """Iterations the schedule runs: `epochs` x iterations per epoch, cut at `max_iters`; an
+    iteration schedule (`epochs: null`) runs exactly `max_iters`."""
+    epochs, max_iters = recipe.schedule.epochs, recipe.schedule.max_iters
+    by_epochs = epochs * iters_per_epoch if epochs is not None else math.inf
+    return max(1, int(min(by_epochs, max_iters or math.inf)))
+
+
+def epochs_to_run(recipe: Recipe, iters_per_epoch: int) -> int:
+    """`schedule.epochs`, or for an iteration schedule as many epochs as `max_iters` needs."""
+    if recipe.schedule.epochs is not None:
+        return recipe.schedule.epochs
+    return math.ceil(recipe.schedule.max_iters / max(1, iters_per_epoch))
+
+
+def poly_factor(iteration: int, total: int, power: float, floor: float = 0.0) -> float:
+    """The poly schedule's lr multiplier after `iteration` steps of `total`, as mmsegmentation's PolyLR:
+    floor + (1 - floor) (1 - iteration / total) ** power, where floor = min_lr / lr; `floor` from `total` on."""
+    return floor + (1 - floor) * max(0.0, 1 - iteration / total) ** power
+
+
 def build_scheduler(optimizer, recipe: Recipe, iters_per_epoch: int):
-    """Stepped once per iteration: StepLR's step_size is in epochs, converted here."""
-    cfg, epochs = recipe.schedule.scheduler, recipe.schedule.epochs
+    """Stepped once per iteration: StepLR's step_size is in epochs, converted here; poly decays over
+    the schedule's total iterations (`total_iters`)."""
+    cfg = recipe.schedule.scheduler
     if cfg.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size * iters_per_epoch, gamma=cfg.gamma)
     if cfg.name == "poly":
-        total = max(1, epochs * iters_per_epoch)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / total) ** cfg.power)
+        total, floor = total_iters(recipe, iters_per_epoch), cfg.min_lr / recipe.schedule.optimizer.lr
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: poly_factor(it, total, cfg.power, floor))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
 
 
@@ -454,6 +476,7 @@ class Setup:
     batch_size: int              # images per optimizer step, all ranks
     iters_per_epoch: int
     max_iters: float             # schedule.max_iters, or inf
+    epochs: int                  # schedule.epochs, or what an iteration schedule's max_iters needs
 
 
 def _metrics(val: Metrics) -> dict:
@@ -499,10 +522,12 @@ class Recorder:
             code_version=checkpoints.code_version(), uid=state.run_uid,
             parent_run_id=parent["id"] if parent else None, derivation=derived)
 
-    def log_epoch(self, state: TrainState, val: Metrics, **figures) -> None:
+    def log_epoch(self, state: TrainState, val: Metrics | None, **figures) -> None:
+        """The epoch's row; `val` None for an epoch without validation (`schedule.val_every`)."""
         if self.active:
-            self.store.log_epoch(self.run_id, epoch=state.epoch + 1, iteration=state.iteration, val_loss=val.mean_loss,
-                                 val_miou=val.miou, val_pixel_accuracy=val.pixel_accuracy, **figures)
+            self.store.log_epoch(self.run_id, epoch=state.epoch + 1, iteration=state.iteration,
+                                 val_loss=val.mean_loss if val else None, val_miou=val.miou if val else None,
+                                 val_pixel_accuracy=val.pixel_accuracy if val else None, **figures)
 
     def keep_best(self, model: torch.nn.Module, state: TrainState, val: Metrics) -> None:
         """Keep the weights of a better epoch in memory; the next checkpoint writes them to best.pt."""
@@ -510,9 +535,11 @@ class Recorder:
             weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
             self._best = weights, dict(epoch=state.epoch, iteration=state.iteration, metrics=_metrics(val))
 
-    def save(self, s: Setup, state: TrainState, *, val: Metrics | None = None, loss_sum=None) -> None:
-        """best.pt when a better epoch is pending, then last.pt: at an epoch's end (its validation `val`;
-        `state` already in the next epoch), or mid-epoch (`val` None); each file's sha256 to the store."""
+    def save(self, s: Setup, state: TrainState, *, epoch_end: bool = False, val: Metrics | None = None,
+             loss_sum=None) -> None:
+        """best.pt when a better epoch is pending, then last.pt: at an epoch's end (`state` already in
+        the next epoch; `val` its validation, None when it had none), or mid-epoch; each file's sha256
+        to the store."""
         if not self.active:
             return
         common = dict(arch=self.recipe.model.arch, recipe=self.recipe.to_dict(), run_uid=state.run_uid,
@@ -521,7 +548,7 @@ class Recorder:
             weights, info = self._best
             checkpoints.save(self.best_path, weights, **common, **info, extra=self.lineage)
             self._best = None
-        fields = state.to_checkpoint(mid_epoch=val is None, loss_sum=loss_sum)
+        fields = state.to_checkpoint(mid_epoch=not epoch_end, loss_sum=loss_sum)
         checkpoints.save(self.last_path, s.model.state_dict(), **common, epoch=fields.pop("epoch"),
                          iteration=fields.pop("iteration"), metrics=_metrics(val) if val else {},
                          extra={"optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(), **fields,
@@ -551,7 +578,7 @@ def setup(recipe: Recipe, dev: torch.device, data_root, micro_batch: int | None,
     return Setup(recipe, dev, model, forward, optimizer, build_scheduler(optimizer, recipe, iters_per_epoch),
                  SegmentationLoss(recipe.schedule.loss, recipe.model.aux_weight), generator, train_set, val_set,
                  train_loader, build_val_loader(val_set, recipe, dev), accum, batch_size, iters_per_epoch,
-                 recipe.schedule.max_iters or math.inf)
+                 recipe.schedule.max_iters or math.inf, epochs_to_run(recipe, iters_per_epoch))
 
 
 def resume_state(s: Setup, rec: Recorder) -> TrainState | None:
@@ -587,7 +614,7 @@ def _for_ranks(s: Setup) -> torch.nn.Module:
 
 def build_caches(s: Setup, state: TrainState, rec: Recorder) -> None:
     """With `data.cache`, decode and resize both splits once, before the loaders start (fork) their workers."""
-    if not s.recipe.data.cache or state.epoch >= s.recipe.schedule.epochs or state.iteration >= s.max_iters:
+    if not s.recipe.data.cache or state.epoch >= s.epochs or state.iteration >= s.max_iters:
         return
     t0 = time.perf_counter()
     for ds in (s.train_set, s.val_set):
@@ -604,7 +631,7 @@ def train_one_epoch(s: Setup, state: TrainState, guard: _SigintGuard, rec: Recor
     sched, meter, world = s.recipe.schedule, state.meter, distributed.world_size()
     s.model.train()
     iter0 = state.iteration - meter.steps
-    bar = tqdm(_steps(s.train_loader, s.accum), desc=f"{s.recipe.name} epoch {state.epoch + 1}/{sched.epochs}",
+    bar = tqdm(_steps(s.train_loader, s.accum), desc=f"{s.recipe.name} epoch {state.epoch + 1}/{s.epochs}",
                disable=not rec.progress, leave=False, dynamic_ncols=True, initial=meter.steps, total=s.iters_per_epoch)
     for images, targets in guard.released(bar):
         meter.add(train_step(s.forward, images, targets, s.loss_fn, s.optimizer, s.scheduler, s.dev))
@@ -635,23 +662,34 @@ def train_one_epoch(s: Setup, state: TrainState, guard: _SigintGuard, rec: Recor
     return train_loss, seconds
 
 
-def end_epoch(s: Setup, state: TrainState, val: Metrics, train_loss: float, train_seconds: float,
+def is_last_epoch(s: Setup, state: TrainState) -> bool:
+    """Whether the epoch just trained (`state.epoch`, not yet moved on) ends the schedule."""
+    return state.epoch + 1 >= s.epochs or state.iteration >= s.max_iters
+
+
+def validates(s: Setup, state: TrainState) -> bool:
+    """Whether the epoch just trained is validated: every `schedule.val_every` epochs, and the last."""
+    return (state.epoch + 1) % s.recipe.schedule.val_every == 0 or is_last_epoch(s, state)
+
+
+def end_epoch(s: Setup, state: TrainState, val: Metrics | None, train_loss: float, train_seconds: float,
               rec: Recorder) -> None:
-    """The epoch's row, the best weights kept, the checkpoints due, the log line; `state` moves on."""
+    """The epoch's row, the best weights kept, the checkpoints due, the log line; `state` moves on.
+    `val` is None for an epoch without validation."""
     sched, seconds = s.recipe.schedule, time.perf_counter() - state.epoch_clock
     rec.log_epoch(state, val, train_loss=train_loss, lr=s.optimizer.param_groups[0]["lr"], seconds=seconds,
                   images_per_second=state.meter.steps * s.batch_size / train_seconds)
-    if val.miou > state.best_miou:  # every rank: the same (all-reduced) validation
+    if val is not None and val.miou > state.best_miou:  # every rank: the same (all-reduced) validation
         state.best_miou = val.miou
         rec.keep_best(s.model, state, val)
-    last = state.epoch + 1 >= sched.epochs or state.iteration >= s.max_iters
+    last = is_last_epoch(s, state)
     state.next_epoch(s.generator)
     if last or (sched.checkpoint_every and state.epoch % sched.checkpoint_every == 0):
-        rec.save(s, state, val=val)
+        rec.save(s, state, epoch_end=True, val=val)
     distributed.barrier()
     if rec.progress:
-        rec.say(f"{s.recipe.name} epoch {state.epoch}: loss {train_loss:.3f}  val mIoU {val.miou:.4f}  "
-                f"pixel acc {val.pixel_accuracy:.4f}  ({seconds:.1f}s)")
+        shown = f"val mIoU {val.miou:.4f}  pixel acc {val.pixel_accuracy:.4f}" if val else "(no validation)"
+        rec.say(f"{s.recipe.name} epoch {state.epoch}: loss {train_loss:.3f}  {shown}  ({seconds:.1f}s)")
 
 
 def stop_interrupted(s: Setup, state: TrainState, guard: _SigintGuard, rec: Recorder) -> None:
@@ -684,10 +722,11 @@ def train(recipe: Recipe, *, store: Store | None, data_root=None, device: str = 
         try:
             build_caches(s, state, rec)
             guard.held = True  # from here on Ctrl-C waits for a consistent state (see _SigintGuard)
-            while state.epoch < recipe.schedule.epochs and (state.iteration < s.max_iters or state.meter.steps):
+            while state.epoch < s.epochs and (state.iteration < s.max_iters or state.meter.steps):
                 train_loss, seconds = train_one_epoch(s, state, guard, rec)  # a begun epoch always ends
                 guard.release()  # Ctrl-C during validation acts at once
-                val = evaluate.evaluate_model(s.model, s.val_loader, dev, loss_fn=s.loss_fn.single, progress=False)
+                val = (evaluate.evaluate_model(s.model, s.val_loader, dev, loss_fn=s.loss_fn.single, progress=False)
+                       if validates(s, state) else None)
                 guard.held = True
                 end_epoch(s, state, val, train_loss, seconds, rec)
         except KeyboardInterrupt:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def test_recipe_matches_the_variant_table(name):
     assert r.data.size == [512, 256]
     # the training loop's speed settings: the in-memory cache on, torch.compile opt-in
     assert r.data.cache is True and r.schedule.compile is False
+    # the report's figures came from ImageNet backbones: full starts from them (UNet has none)
+    assert r.model.pretrained_backbone is (arch != "unet")
 
 
 def test_cache_and_compile_default_off_for_a_recipe_that_does_not_name_them(tmp_path, monkeypatch):
@@ -58,7 +61,44 @@ def test_quick_profile_overrides_only_what_it_names(name):
     assert quick.profile == "quick"
     assert quick.schedule.max_iters and quick.data.size[0] < full.data.size[0]
     assert quick.schedule.optimizer == full.schedule.optimizer  # same hyperparameters, smaller budget
-    assert quick.model == full.model
+    assert quick.model.pretrained_backbone is False  # the demo and the tests train from scratch, offline
+    assert dataclasses.replace(quick.model, pretrained_backbone=full.model.pretrained_backbone) == full.model
+
+
+# The published recipes the `reference` profile follows, one row per family: mmsegmentation's
+# configs/_base_/schedules/schedule_80k.py and schedule_160k.py (SGD lr 0.01 momentum 0.9 weight decay
+# 5e-4, PolyLR power 0.9 eta_min 1e-4, by iteration), configs/_base_/datasets/cityscapes.py
+# (RandomResize (2048, 1024) ratio 0.5-2.0, RandomCrop 512x1024, RandomFlip, PhotoMetricDistortion;
+# test: the whole 2048x1024 image), configs/deeplabv3/deeplabv3_r50b-d8_4xb2-80k_cityscapes-512x1024.py
+# (batch 4x2, ASPPHead dropout 0.1, FCN auxiliary head loss weight 0.4), configs/hrnet/
+# fcn_hr48_4xb2-160k_cityscapes-512x1024.py (batch 4x2, no auxiliary head, dropout_ratio -1) and
+# configs/unet/unet-s5-d16_fcn_4xb4-160k_cityscapes-512x1024.py (batch 4x4, dropout 0.1).
+# family -> (variants, iterations, batch, head, aux weight or None, dropout, pretrained)
+REFERENCE = {
+    "deeplabv3": (("deeplabv3_r50_adam", "deeplabv3_r101_sgd", "deeplabv3_r101_adamw_dropout"),
+                  80_000, 8, "mmseg", 0.4, 0.1, True),
+    "hrnetv2_w48": (("hrnetv2_w48_adamw", "hrnetv2_w48_sgd", "hrnetv2_w48_adamw_dropout"),
+                    160_000, 8, None, None, 0.0, True),
+    "unet": (("unet_ce_dice",), 160_000, 16, None, None, 0.1, False),
+}
+
+
+@pytest.mark.parametrize("family", sorted(REFERENCE))
+def test_the_reference_profile_resolves_to_the_published_hyperparameters(family):
+    variants, iters, batch, head, aux, dropout, pretrained = REFERENCE[family]
+    for name in variants:
+        r = load_recipe(name, "reference")
+        o, sch, d = r.schedule.optimizer, r.schedule.scheduler, r.data
+        assert (o.name, o.lr, o.momentum, o.weight_decay) == ("sgd", 0.01, 0.9, 5e-4), name
+        assert (sch.name, sch.power, sch.min_lr) == ("poly", 0.9, 1e-4), name
+        assert (r.schedule.epochs, r.schedule.max_iters, d.batch_size) == (None, iters, batch), name
+        assert (d.size, d.augment.scale, d.augment.crop) == ([2048, 1024], [0.5, 2.0], [1024, 512]), name
+        assert d.augment.hflip and d.augment.photometric and r.eval_size == (2048, 1024), name
+        assert (r.schedule.loss.ce, r.schedule.loss.dice) == (1.0, 0.0), name
+        assert (r.model.head, r.model.dropout, r.model.pretrained_backbone) == (head, dropout, pretrained), name
+        assert r.model.aux_loss == (aux is not None) and (aux is None or r.model.aux_weight == aux), name
+        assert 7_000 <= r.schedule.val_every * 2975 / batch <= 9_000, name  # ~mmsegmentation's 8000-iteration interval
+        assert "reference profile" in r.description, name
 
 
 def _write(tmp_path, monkeypatch, text):
@@ -86,6 +126,10 @@ def test_adding_a_variant_is_adding_a_yaml_file(tmp_path, monkeypatch):
     ("model: {arch: unet}\ndata: {workers: -1}\n", "data.workers"),
     ("model: {arch: unet}\nschedule: {compile: 1}\n", "schedule.compile"),
     ("schedule: {epochs: 1}\n", "model"),
+    ("model: {arch: unet}\nschedule: {epochs: null}\n", "needs schedule.max_iters"),
+    ("model: {arch: unet}\nschedule: {val_every: 0}\n", "schedule.val_every"),
+    ("model: {arch: hrnetv2_w48, head: mmseg}\n", "model.head"),
+    ("model: {arch: unet}\nschedule: {optimizer: {lr: 0.01}, scheduler: {name: poly, min_lr: 0.1}}\n", "min_lr"),
 ])
 def test_bad_recipes_give_a_clear_error_naming_the_field(tmp_path, monkeypatch, text, needle):
     _write(tmp_path, monkeypatch, text)
@@ -131,7 +175,7 @@ def test_the_snapshot_covers_exactly_the_variants():
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
-@pytest.mark.parametrize("profile", ["full", "quick"])
+@pytest.mark.parametrize("profile", ["full", "quick", "reference"])
 def test_resolved_recipe_equals_the_snapshot(name, profile):
     expected = json.loads(SNAPSHOT.read_text())[name][profile]
     actual = json.loads(json.dumps(load_recipe(name, profile).to_dict()))  # tuples -> lists, as in the snapshot
@@ -159,14 +203,21 @@ def _same_as_base(variant, base, where=""):
     return out
 
 
+FAMILY_BASE = {"deeplabv3_r50": "_deeplabv3.yaml", "deeplabv3_r101": "_deeplabv3.yaml",
+               "hrnetv2_w48": "_hrnetv2_w48.yaml", "unet": "_unet.yaml"}
+
+
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_variant_files_hold_only_their_differences(name):
-    base = yaml.safe_load((settings.TRAINING_DIR / "_base.yaml").read_text())
+    from engine.config import _resolve
+
     raw = yaml.safe_load((settings.TRAINING_DIR / f"{name}.yaml").read_text())
-    assert raw.pop("base") == "_base.yaml"
+    base_file = raw.pop("base")
+    assert base_file == FAMILY_BASE[TABLE[name][0]]  # each variant over its family's base, over _base.yaml
+    base = _resolve(settings.TRAINING_DIR / base_file)  # the family base merged over _base.yaml
     assert "name" not in base
     repeated = _same_as_base(raw, base)
-    assert not repeated, f"{name}.yaml repeats what _base.yaml says (drop these lines): {', '.join(repeated)}"
+    assert not repeated, f"{name}.yaml repeats what {base_file} says (drop these lines): {', '.join(repeated)}"
     assert raw.get("name", name) == name  # the name is the file's stem
 
 

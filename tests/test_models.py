@@ -193,3 +193,55 @@ def test_pretrained_hrnet_loads_hf_cache(empty_caches, monkeypatch):
     save_file({"conv1.weight": torch.full((64, 3, 3, 3), 0.25)}, repo / "snapshots" / ("0" * 40) / "model.safetensors")
     model = build_model("hrnetv2_w48", pretrained_backbone=True)
     assert torch.all(model.backbone.conv1.weight == 0.25)
+
+
+# --- faithful architectures ------------------------------------------------------------------------
+
+def test_hrnet_fuse_upsampling_is_bilinear_as_the_segmentation_hrnet():
+    """HRNet-Semantic-Segmentation's seg_hrnet.py (HighResolutionModule.forward) and mmsegmentation's
+    HRModule upsample a lower branch with bilinear interpolation (align_corners=False in the Cityscapes
+    configs); timm's classification HRNet uses nearest-neighbour nn.Upsample. Every fuse upsampling of
+    our model must be bilinear, and equal F.interpolate to the higher branch's size, as seg_hrnet.py calls it."""
+    model = shared_model("hrnetv2_w48")
+    ups = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Upsample)]
+    assert len(ups) == 1 + 4 * 3 + 3 * 6, [n for n, _ in ups]  # pairs j > i: stage2 1 module x 1, stage3 4 x 3, stage4 3 x 6
+    assert all(m.mode == "bilinear" and m.align_corners is False for _, m in ups), ups
+    fuse = model.backbone.stage4[0].fuse_layers[0][3]  # branch 4 (stride 32) into branch 1 (stride 4)
+    x = torch.randn(1, 384, 3, 5)
+    with torch.no_grad():
+        low = fuse[:2](x)
+        assert torch.equal(fuse(x), F.interpolate(low, size=(24, 40), mode="bilinear", align_corners=False))
+
+
+def test_hrnet_has_the_published_parameter_count():
+    """65.8M parameters for HRNetV2-W48 with a 19-class head (HRNet-Semantic-Segmentation's README,
+    Cityscapes table); ours leaves out only the head conv's bias (720), redundant before its BatchNorm."""
+    n = sum(p.numel() for p in build_model("hrnetv2_w48").parameters())
+    assert abs(n - 65.8e6) < 0.1e6, n
+    assert abs(n + 720 - 65.86e6) < 0.01e6, n
+
+
+def test_deeplab_mmseg_head_has_mmsegmentations_layout():
+    """mmsegmentation's ASPPHead for DeepLabV3 R-50/101-D8 (configs/_base_/models/deeplabv3_r50-d8.py:
+    channels 512, dilations (1, 12, 24, 36), dropout 0.1; decode_heads/aspp_head.py: image pooling
+    branch first, then the ASPP branches, concatenated into a 3x3 bottleneck) and its FCN auxiliary
+    head (in 1024, channels 256, one 3x3 conv, dropout 0.1)."""
+    from engine.models.deeplab import ASPPHead
+
+    model = build_model("deeplabv3_r50", head="mmseg", dropout=0.1, aux_loss=True).eval()
+    aspp, drop, seg = model.classifier
+    assert isinstance(aspp, ASPPHead) and isinstance(drop, nn.Dropout2d) and drop.p == 0.1
+    assert (seg.in_channels, seg.out_channels, seg.kernel_size) == (512, 19, (1, 1))
+    assert isinstance(aspp.image_pool[0], nn.AdaptiveAvgPool2d) and aspp.image_pool[1][0].out_channels == 512
+    assert [b[0].dilation[0] for b in aspp.aspp] == [1, 12, 24, 36]
+    assert [b[0].kernel_size[0] for b in aspp.aspp] == [1, 3, 3, 3]
+    assert (aspp.bottleneck[0].in_channels, aspp.bottleneck[0].kernel_size) == (5 * 512, (3, 3))
+    aux = model.aux_classifier
+    assert (aux[0].in_channels, aux[0].out_channels, aux[0].kernel_size, aux[-1].in_channels) == (1024, 256, (3, 3), 256)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 37, 50))
+    assert out["out"].shape == out["aux"].shape == (1, 19, 37, 50)
+    with pytest.raises(ValueError, match="mmseg"):
+        build_model("hrnetv2_w48", head="mmseg")
+    with pytest.raises(ValueError, match="torchvision, mmseg"):
+        build_model("deeplabv3_r50", head="nope")
