@@ -55,17 +55,32 @@ def _point_hover(r: pd.Series, x: str, y: str, y_label: str) -> str:
     return "<br>".join(lines + recipe)
 
 
+def _published_hover(r: pd.Series, x: str) -> str:
+    figure = f"{r[x]:.4g}" + (f" at {r['gflops_resolution']}" if x == "gflops" else "")
+    lines = [f"<b>{r['model']}</b> · published", f"source: {r['source'] or r['url']}",
+             f"{EFFICIENCY_AXES[x]}: {figure}", f"mIoU (Cityscapes val, single scale): {r['miou']:.3f}"]
+    lines += [f"{label}: {v}" for c, label in (("backbone", "backbone"), ("schedule", "schedule"), ("crop", "crop"))
+              if (v := _shown(r.get(c)))]
+    return "<br>".join(lines + ["not measured here"])
+
+
 def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str = "mIoU (val)",
-                    log_x: bool = False) -> go.Figure:
+                    log_x: bool = False, published: pd.DataFrame | None = None) -> go.Figure:
     """Accuracy (`y`: mIoU by default, or mPC, or the mIoU on another dataset) against an efficiency
     axis, one colour per architecture and one marker symbol per method (METHOD_SYMBOLS: trained,
     pruned, INT8, pruned + INT8), a line from each model to every model derived from it (when both
     are plotted), and the Pareto front (on these two axes) as a step line with a ring around each of
     its runs. Each point carries its run_id in customdata (clicking selects it); each line carries
-    the run ids of its two ends (parent, derived)."""
+    the run ids of its two ends (parent, derived).
+
+    `published` (`tables.published_on_axis` rows, on the mIoU axis only) adds the papers' and model
+    zoos' figures as hollow markers in their architecture's colour, one legend entry "<arch> ·
+    published" each, without customdata (nothing to select) and outside the Pareto front, which is
+    the measured runs' alone."""
     df = df.assign(method=df["method"].fillna("trained") if "method" in df else "trained")
     fig = go.Figure()
-    archs = list(dict.fromkeys(df["arch"]))
+    published = published if published is not None and y == "miou" else None
+    archs = list(dict.fromkeys([*df["arch"], *([] if published is None else published["arch"].fillna("other"))]))
     colors = {a: ARCH_COLORS.get(a, px.colors.qualitative.Dark24[i % 24]) for i, a in enumerate(archs)}
     if "parent_run_id" in df:  # the lines first: drawn under the points
         by_id = df.set_index("run_id")
@@ -93,6 +108,13 @@ def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str =
                 hovertext=[_point_hover(r, x, y, y_label) for _, r in g.iterrows()],
                 hovertemplate="%{hovertext}<extra></extra>"))
             first = False
+    if published is not None:
+        for arch, g in published.assign(arch=published["arch"].fillna("other")).groupby("arch", sort=False):
+            fig.add_trace(go.Scatter(
+                x=g[x], y=g["miou"], mode="markers", name=f"{arch} · published", legendgroup=f"published {arch}",
+                legend="legend", marker=dict(color=colors[arch], symbol="circle-open", size=13, line=dict(width=2)),
+                hovertext=[_published_hover(r, x) for _, r in g.iterrows()],
+                hovertemplate="%{hovertext}<extra></extra>"))
     derived = methods != ["trained"]
     if derived:  # the key to the symbols, in a legend of its own
         for method in methods:

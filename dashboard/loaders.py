@@ -61,6 +61,13 @@ def evaluations(url: str) -> list[dict]:
     return store(url).evaluations()
 
 
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def published(url: str) -> list[dict]:
+    """The published results (papers, model zoos: `python -m engine published --load`), best mIoU
+    first; never mixed with the runs."""
+    return store(url).published()
+
+
 @dataclass(frozen=True)
 class Model:
     """A trained checkpoint in the weights folder, with the store's record of the run that wrote it."""

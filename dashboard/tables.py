@@ -260,6 +260,71 @@ def benchmark_frame(rows: list[dict]) -> pd.DataFrame:
     return df.drop_duplicates(["variant", "size", "device", "precision", "backend"], keep="last").reset_index(drop=True)
 
 
+# ---- published results (`Store.published()`: papers and model zoos, never measured here) ----
+
+PUBLISHED_COLUMNS = ["key", "model", "arch", "backbone", "miou", "params_m", "gflops", "gflops_resolution", "gflops_label",
+                     "fps", "fps_label", "schedule", "crop", "source", "url", "note"]
+
+
+def _at(value, unit: str = "", *, device=None, resolution=None) -> str | None:
+    """'696.2 at 2048x1024', '2.74 fps on V100 at 2048x1024': a figure with what it was measured on."""
+    if value is None or pd.isna(value):
+        return None
+    return f"{value:g}{unit}" + (f" on {device}" if device else "") + (f" at {resolution}" if resolution else "")
+
+
+def published_frame(rows: list[dict]) -> pd.DataFrame:
+    """`Store.published()` rows -> one display row each (order kept: best mIoU first): parameters in
+    millions, and each cost with what it was measured on: `gflops_label` ("696.2 at 2048x1024"),
+    `fps_label` ("2.74 fps on V100 at 2048x1024"). The numbers are the source's, unchanged."""
+    out = [{**{c: r.get(c) for c in PUBLISHED_COLUMNS},
+            "params_m": r["params"] / 1e6 if r.get("params") is not None else None,
+            "gflops_label": _at(r.get("gflops"), resolution=r.get("gflops_resolution")),
+            "fps_label": _at(r.get("fps"), " fps", device=r.get("fps_device"), resolution=r.get("fps_resolution"))}
+           for r in rows]
+    df = pd.DataFrame(out, columns=PUBLISHED_COLUMNS)
+    df[["miou", "params_m", "gflops", "fps"]] = df[["miou", "params_m", "gflops", "fps"]].apply(
+        pd.to_numeric, errors="coerce")
+    return df
+
+
+def published_on_axis(published: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The published rows with a figure for efficiency axis `x`: parameters, or GFLOPs whose input size
+    the source states. None on the other axes: no published checkpoint size or training time is
+    comparable, and a published FPS (another device, another resolution) is never put against the
+    latency measured here."""
+    if x == "params_m":
+        return published[published["params_m"].notna()]
+    if x == "gflops":
+        return published[published["gflops"].notna() & published["gflops_resolution"].notna()]
+    return published.iloc[0:0]
+
+
+_NEVER_FPS = ("A published FPS (another device, another resolution) is never put against the latency measured "
+              "here.")
+
+
+def published_caption(published: pd.DataFrame, overlay: pd.DataFrame | None, x: str, y: str, dataset: str) -> str:
+    """What the Trade-offs page says under its chart about the published results it overlays (`overlay`,
+    from `published_on_axis`), or why it shows none on these axes."""
+    if published.empty:
+        return ("No published results in the store: `python -m engine published --load` loads the papers' and model "
+                "zoos' Cityscapes val figures.")
+    if y != "miou":
+        return "Published results are Cityscapes val mIoU figures: they are drawn on the mIoU axis only."
+    if overlay is None or overlay.empty:
+        return (f"Published results are drawn against parameters and GFLOPs only, not against "
+                f"{EFFICIENCY_AXES[x].lower()}. " + _NEVER_FPS)
+    text = ("Hollow markers: published results (Cityscapes val, single scale) as their source reports them, not "
+            "measured here (hover: source and resolution); the Pareto front is the measured runs' alone. " + _NEVER_FPS)
+    if x == "gflops":
+        text += " Published GFLOPs are at the input size their source states, ours at each run's evaluation size."
+    if dataset != "cityscapes":
+        text += (f" These runs were evaluated on {dataset}, not on Cityscapes: the published figures are a reference, "
+                 "not a like-for-like comparison.")
+    return text
+
+
 # ---- robustness (`Store.robustness()` sweeps) and domain shift (`Store.evaluations()`) ----
 
 GROUPS = ("noise", "blur", "weather", "digital", "held-out")  # engine.robustness's groups, in its order

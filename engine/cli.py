@@ -90,11 +90,14 @@ def cmd_check_data(a) -> int:
 
 
 def cmd_variants(a) -> int:
-    from engine.config import list_variants, load_recipe
+    from engine.config import list_variants, load_recipe, schedule_summary
 
     for name in list_variants():
-        r = load_recipe(name)
-        print(f"{name:32s} {r.model.arch:16s} {r.description}")
+        r = load_recipe(name, a.profile)
+        if a.profile == "full":
+            print(f"{name:32s} {r.model.arch:16s} {r.description}")
+        else:
+            print(f"{name:32s} {r.model.arch:16s} {schedule_summary(r)}\n{'':49s} {r.description}")
     return 0
 
 
@@ -351,6 +354,26 @@ def cmd_export_onnx(a) -> int:
     return 0
 
 
+def cmd_import_checkpoint(a) -> int:
+    from engine.models.imports import ImportCheckpointError, import_checkpoint
+    from engine.store import Store
+
+    if not Path(a.file).is_file():  # before opening (creating) the store
+        raise ImportCheckpointError(f"no file at {a.file}")
+    with Store(a.db) as store:
+        res = import_checkpoint(a.file, a.format, a.name, published_miou=a.published_miou, source_url=a.source,
+                                store=store, weights_dir=a.weights_dir)
+    flags = "".join(f" --{flag} {value}" for flag, value in (("db", a.db), ("weights-dir", a.weights_dir)) if value)
+    print(f"{a.name}: {'already imported from' if res['already_imported'] else 'imported'} {a.format} checkpoint "
+          f"{a.file} as {res['arch']} (run {res['run_id']})")
+    print(f"  checkpoint {res['checkpoint']}  sha256 {res['sha256']}")
+    print(f"  source     {Path(a.file).name}  sha256 {res['source_sha256']}")
+    print(f"next: python -m engine evaluate --variant {a.name} --dataset cityscapes{flags}\n"
+          f"      (Cityscapes val at 2048x1024, as published, with CITYSCAPES_DATASET set; else the synthetic "
+          f"scenes: add --eval-size 512x256 there)")
+    return 0
+
+
 def cmd_bench(a) -> int:
     from engine.bench import bench_video, record
     from engine.config import list_variants
@@ -482,6 +505,27 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def cmd_published(a) -> int:
+    from sqlalchemy.engine import make_url
+
+    from engine import published
+    from engine.store import Store
+
+    with Store(a.db) as store:
+        if a.load:
+            n = published.load(store)
+            if not a.json:
+                shown = make_url(store.url).render_as_string(hide_password=True)
+                print(f"loaded {n} published results from {published.DEFAULT.name} into {shown}")
+        rows = store.published()
+    if a.json:
+        print(json.dumps(rows, default=str))
+    elif not a.load:
+        print(published.format_table(rows) if rows else "no published results in the store yet: "
+                                                        "`python -m engine published --load` loads them")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from engine.demo import run_demo
 
@@ -547,11 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("variants", help="list the variants (one recipe each in training/)")
+    p.add_argument("--profile", default="full", help="full (default), quick or reference: also print the schedule")
     p.set_defaults(func=cmd_variants)
 
     p = sub.add_parser("train", help="train one variant")
     p.add_argument("--variant", required=True)
-    p.add_argument("--profile", default="full", help="recipe profile: full (default) or quick")
+    p.add_argument("--profile", default="full", help="recipe profile: full (default), quick or reference")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-iters", type=int)
     p.add_argument("--checkpoint-every-iters", type=int, metavar="N",
@@ -642,6 +687,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, data=False, weights=False, device=False)
     p.set_defaults(func=cmd_runs)
 
+    p = sub.add_parser("published", help="published Cityscapes val results (papers, model zoos), apart from ours")
+    p.add_argument("--load", action="store_true", help="load engine/published_results.csv into the store (idempotent)")
+    p.add_argument("--json", action="store_true", help="the store's published rows as one JSON list")
+    _common(p, data=False, weights=False, device=False)
+    p.set_defaults(func=cmd_published)
+
     p = sub.add_parser("demo", help="synthetic data -> train and evaluate every variant (quick) -> leaderboard")
     p.add_argument("--variants", action=ListFlag, help="only these variants, e.g. unet_ce_dice,deeplabv3_r50_adam (default: all)")
     p.add_argument("--profile", default="quick")
@@ -700,6 +751,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     _common(p, data=False, db=False, device=False)
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("import-checkpoint", help="convert a published Cityscapes checkpoint (official HRNet, "
+                                                 "mmsegmentation) into a model of ours, recorded as an imported run")
+    p.add_argument("file", help="the published .pth file")
+    p.add_argument("--format", required=True, choices=["hrnet-official", "mmseg"],
+                   help="hrnet-official: HRNet-Semantic-Segmentation's HRNetV2-W48 (hrnet_cs_8090_torch11.pth); "
+                        "mmseg: mmsegmentation's FCN-HRNetV2p-W48 or DeepLabV3 R-50b/R-101b-D8 (told by its keys)")
+    p.add_argument("--name", required=True, help="the variant name it gets (weights/NAME/best.pt, the leaderboard)")
+    p.add_argument("--published-miou", type=float, metavar="X", help="its published Cityscapes val mIoU, a fraction "
+                                                                     "(80.9%% is 0.809)")
+    p.add_argument("--source", metavar="URL", help="where the file was downloaded from")
+    _common(p, data=False, device=False)
+    p.set_defaults(func=cmd_import_checkpoint)
 
     p = sub.add_parser("bench", help="fast path vs baseline inference (or --train: training throughput)")
     p.add_argument("--variants", action=ListFlag, help="default: all")

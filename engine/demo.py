@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 
-from engine import settings
+from engine import published, settings
 from engine.compress import compress
 from engine.config import list_variants, load_recipe
 from engine.data import ACDC_CONDITIONS, synthetic_layouts
@@ -77,6 +77,7 @@ def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboa
         except Exception:
             traceback.print_exc()
             failed.append(f"{name} (compress)")
+    published.load(store)  # the papers' Cityscapes figures, beside ours on the dashboard (never mixed in)
     baseline = most_frequent_class_miou(root, "val")
     rows = [r for r in store.leaderboard(dataset="synthetic") if r["run_id"] in run_ids]
     print()

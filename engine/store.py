@@ -22,11 +22,18 @@ The schema carries a version (meta.schema_version). Opening a store of an older 
 knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table; 2 -> 3: add
 `evaluations.condition` and the robustness tables; 3 -> 4: add `runs.parent_run_id` and
 `runs.derivation`; 4 -> 5: add the evaluations' confusion matrices, data source and kept
-predictions, and the `image_results` table); any other version is refused with StoreVersionError before anything is written.
+predictions, and the `image_results` table; 5 -> 6: the `published_results` table and `runs.source`);
+any other version is refused with StoreVersionError before anything is written.
 
 A derived run (`engine.compress`: a pruned or INT8 version of a trained model) names its parent run
 (`parent_run_id`) and how it was made (`derivation`: method, ratio, importance, fine-tune and
-calibration settings, seconds taken, mIoU before fine-tuning...).
+calibration settings, seconds taken, mIoU before fine-tuning...). A run imported from a published
+checkpoint says where it came from (`source`: format, file, sha256, url, published_miou).
+
+Published figures (`published_results`: a paper's or a model zoo's mIoU, parameters, GFLOPs and FPS,
+each with its source; `engine.published` loads them from the repository's table) are kept apart from
+what was measured here: no query over runs and evaluations ever reads them, and `published()` alone
+returns them.
 
 Every evaluation and robustness sweep carries its dataset and condition (ACDC's fog, night...;
 '' for none). A run's leaderboard figures come from its latest evaluation (and sweep) on the
@@ -70,15 +77,15 @@ if TYPE_CHECKING:   # the objects record_evaluation reads (no import of torch at
     from engine.metrics import ImageResult, Metrics
     from engine.profiling import Profile
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # older versions that migrating is purely additive for: create the new tables, add the new columns
 # (ADDED_COLUMNS: table -> (column, SQL type and default) added by a later version)
-MIGRATABLE = {"1", "2", "3", "4"}
+MIGRATABLE = {"1", "2", "3", "4", "5"}
 ADDED_COLUMNS = {"evaluations": (("condition", "VARCHAR(32) NOT NULL DEFAULT ''"), ("confusion", "JSON"),
                                  ("boundary_confusion", "JSON"), ("boundary_fraction", "FLOAT"),
                                  ("data_kind", "VARCHAR(32)"), ("data_root", "VARCHAR(1024)"),
                                  ("label_format", "VARCHAR(16)"), ("predictions_dir", "VARCHAR(1024)")),
-                 "runs": (("parent_run_id", "INTEGER"), ("derivation", "JSON"))}
+                 "runs": (("parent_run_id", "INTEGER"), ("derivation", "JSON"), ("source", "JSON"))}
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 
@@ -156,6 +163,8 @@ class Run(Base):
     # a derived model (pruned, INT8): the id of the run it was made from, and how (engine.compress)
     parent_run_id: Mapped[int | None] = mapped_column(Integer)
     derivation: Mapped[dict | None] = mapped_column(JSON)
+    # a run imported from a published checkpoint: {"format", "file", "sha256", "url", "published_miou"}
+    source: Mapped[dict | None] = mapped_column(JSON)
     epoch_rows: Mapped[list[Epoch]] = relationship(back_populates="run", cascade="all, delete-orphan",
                                                    passive_deletes=True)
 
@@ -310,6 +319,36 @@ class Benchmark(Base):
     backend: Mapped[str] = mapped_column(String(64))
     torch_version: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict] = mapped_column(JSON)
+
+
+class PublishedResult(Base):
+    """A published result (a paper's or a model zoo's figures, `engine.published`), never a measured one."""
+    __tablename__ = "published_results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), unique=True)    # slug of source, model, crop, schedule
+    model: Mapped[str] = mapped_column(String(128))
+    arch: Mapped[str | None] = mapped_column(String(64))
+    backbone: Mapped[str | None] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(32), default="cityscapes")
+    split: Mapped[str] = mapped_column(String(16), default="val")
+    miou: Mapped[float] = mapped_column(Float)                     # a fraction, as runs' miou
+    params: Mapped[int | None] = mapped_column(Integer)
+    gflops: Mapped[float | None] = mapped_column(Float)
+    gflops_resolution: Mapped[str | None] = mapped_column(String(32))   # WxH the GFLOPs are for
+    fps: Mapped[float | None] = mapped_column(Float)
+    fps_device: Mapped[str | None] = mapped_column(String(128))
+    fps_resolution: Mapped[str | None] = mapped_column(String(32))
+    crop: Mapped[str | None] = mapped_column(String(64))
+    schedule: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(String(255))
+    url: Mapped[str | None] = mapped_column(String(1024))
+    note: Mapped[str | None] = mapped_column(Text)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+PUBLISHED_FIELDS = ("key", "model", "arch", "backbone", "dataset", "split", "miou", "params", "gflops",
+                    "gflops_resolution", "fps", "fps_device", "fps_resolution", "crop", "schedule", "source", "url",
+                    "note")
 
 
 def _f(x: Any) -> float | None:
@@ -511,8 +550,10 @@ class Store:
     # ---- writes (each its own short transaction) ----
     def start_run(self, *, variant, arch, backbone, profile, hyperparameters: dict, dataset, data_root,
                   train_images, val_images, device, code_version, uid: str | None = None,
-                  parent_run_id: int | None = None, derivation: dict | None = None) -> int:
-        """A new run, "running"; a derived model's run names its `parent_run_id` and its `derivation`."""
+                  parent_run_id: int | None = None, derivation: dict | None = None,
+                  source: dict | None = None) -> int:
+        """A new run, "running"; a derived model's run names its `parent_run_id` and its `derivation`; a
+        run imported from a published checkpoint its `source` (format, file, sha256, url, published_miou)."""
         uid = uid or uuid.uuid4().hex
         if len(uid) > 32:
             raise ValueError(f"run uid must be at most 32 characters, got {uid!r}")
@@ -520,7 +561,8 @@ class Store:
                   hyperparameters=_jsonable(hyperparameters), dataset=dataset, data_root=str(data_root),
                   train_images=int(train_images), val_images=int(val_images), device=str(device),
                   code_version=str(code_version), status="running", epochs_done=0, started_at=_now(),
-                  parent_run_id=parent_run_id, derivation=None if derivation is None else _jsonable(derivation))
+                  parent_run_id=parent_run_id, derivation=None if derivation is None else _jsonable(derivation),
+                  source=None if source is None else _jsonable(source))
         with Session(self._writer) as s, s.begin():
             s.add(run)
             s.flush()
@@ -773,7 +815,7 @@ class Store:
                     "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
                     "checkpoint": r.checkpoint, "parent_run_id": r.parent_run_id,
                     "parent_variant": parents.get(r.parent_run_id), "method": derivation.get("method"),
-                    "ratio": derivation.get("ratio"), "derivation": r.derivation,
+                    "ratio": derivation.get("ratio"), "derivation": r.derivation, "source": r.source,
                 })
         rows.sort(key=lambda d: (d["miou"] is None, -(d["miou"] or 0.0), d["run_id"]))
         return rows
@@ -799,6 +841,31 @@ class Store:
                 sweeps = list(s.scalars(q))
             return [_as_dict(w) | {"results": [_as_dict(r) | {"group": r.group_name} for r in w.results]}
                     for w in sweeps]
+
+    def load_published(self, rows: list[dict]) -> int:
+        """Upsert published results by `key` (dicts with PUBLISHED_FIELDS; `engine.published.read_table`),
+        all in one transaction; returns how many rows were written."""
+        values = []
+        for row in rows:
+            if not row.get("key") or not row.get("model") or row.get("miou") is None:
+                raise ValueError(f"a published result needs a key, a model and an mIoU: {row!r}")
+            v = {k: row.get(k) for k in PUBLISHED_FIELDS}
+            v.update(dataset=v["dataset"] or "cityscapes", split=v["split"] or "val", miou=_f(v["miou"]),
+                     params=_i(v["params"]), gflops=_f(v["gflops"]), fps=_f(v["fps"]), loaded_at=_now())
+            values.append(v)
+        with Session(self._writer) as s, s.begin():
+            conn = s.connection()
+            for v in values:
+                _upsert(conn, PublishedResult.__table__, v, ["key"])
+        return len(values)
+
+    def published(self, dataset=None) -> list[dict]:
+        """The published results (never mixed with measured runs), best mIoU first."""
+        q = select(PublishedResult).order_by(PublishedResult.miou.desc(), PublishedResult.id)
+        if dataset is not None:
+            q = q.where(PublishedResult.dataset == dataset)
+        with Session(self._engine) as s:
+            return [_as_dict(p) for p in s.scalars(q)]
 
     def benchmarks(self, kind=None) -> list[dict]:
         q = select(Benchmark).order_by(Benchmark.id)

@@ -619,3 +619,60 @@ def test_drilldown_matrix_cell_scatter_and_image_view_without_rerunning_models(a
 def _frame_with(at, column: str):
     """The first table on the page with this column (AppTest finds only widgets by key)."""
     return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+# ---------------------------------------------------------------- published results (papers, model zoos)
+
+@pytest.fixture(scope="module")
+def published_data(dashboard_data, tmp_path_factory):
+    """`dashboard_data`'s store, copied, with the repository's published results loaded into it."""
+    from engine import published
+    from engine.store import Store
+
+    db = tmp_path_factory.mktemp("published") / "results.db"
+    with sqlite3.connect(dashboard_data.db.removeprefix("sqlite:///")) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{db}"
+    with Store(url) as store:
+        rows = sorted(published.read_table(), key=lambda r: -r["miou"])
+        published.load(store)
+    return SimpleNamespace(db=url, rows=rows, env={**dashboard_data.env, "RESULTS_DB": url})
+
+
+def test_leaderboard_lists_published_results_apart_from_the_measured_runs(app, dashboard_data, published_data):
+    at = app("leaderboard", published_data.env)
+    measured = at.dataframe[0].value
+    assert set(measured["variant"]) == set(dashboard_data.variants) | {"hrnetv2_w48_sgd"}  # no published row in it
+    assert "Published results (Cityscapes val, single scale)" in [s.value for s in at.subheader]
+    table = _frame_with(at, "fps_label")
+    assert list(table["model"]) == [r["model"] for r in published_data.rows]
+    assert list(table["url"].fillna("")) == [r["url"] or "" for r in published_data.rows]  # each with its link
+    assert table["miou"].max() == 0.811
+    hrnet = table.set_index("model").loc["HRNetV2-W48 (official; pytorch-v1.1 branch)"]
+    assert (hrnet["gflops_label"], hrnet["fps_label"]) == ("696.2 at 2048x1024", "6.67 fps on V100 at 2048x1024")
+    assert "not measured here" in _texts(at, "caption")
+    # the headline figures are the measured runs' alone (a published 0.811 would be the best mIoU otherwise)
+    best = max(r["miou"] for r in _leaderboard(dashboard_data))
+    assert {m.label: m.value for m in at.metric}["Best mIoU"] == f"{best:.3f}" != "0.811"
+    assert {m.label: m.value for m in at.metric}["Runs"] == str(len(measured))
+
+
+def test_tradeoffs_overlay_published_results_as_hollow_markers_when_asked(app, published_data):
+    at = app("tradeoffs", published_data.env)
+
+    def hollow() -> dict[str, list]:
+        spec = _spec(at.get("plotly_chart")[0])
+        return {d["name"]: list(zip(_values(d["x"]), _values(d["y"]))) for d in spec["data"]
+                if d.get("marker", {}).get("symbol") == "circle-open" and d["name"] != "Pareto front"}
+
+    assert at.toggle(key="tradeoff_published").value is True  # on by default, on parameters
+    shown = hollow()
+    assert sorted(shown) == ["deeplabv3_r101 · published", "hrnetv2_w48 · published"]
+    assert sorted(shown["hrnetv2_w48 · published"]) == [(65.0, 0.741), (pytest.approx(65.8), 0.811)]
+    assert "Hollow markers" in _texts(at, "caption") and "not on Cityscapes" in _texts(at, "caption")
+    assert "Pareto front" in _texts(at, "markdown") and "published" not in _texts(at, "markdown")  # runs only
+    at.selectbox(key="tradeoff_axis").set_value("latency_ms").run()  # a published FPS never meets our latency
+    assert hollow() == {} and "never put against the latency" in _texts(at, "caption")
+    at.selectbox(key="tradeoff_axis").set_value("params_m").run()
+    at.toggle(key="tradeoff_published").set_value(False).run()
+    assert hollow() == {} and "Hollow markers" not in _texts(at, "caption") and not at.exception

@@ -80,6 +80,70 @@ def test_tradeoff_figure_carries_run_ids_and_the_front(frame):
     assert list(front.x) == [30.0] and front.marker.symbol == "circle-open" and int(front.customdata[0][0]) == 1
 
 
+@pytest.fixture
+def published_rows():
+    """The repository's published results as `Store.published()` returns them (best mIoU first)."""
+    from engine.published import read_table
+
+    return sorted(read_table(), key=lambda r: -r["miou"])
+
+
+def test_published_frame_keeps_each_figure_with_its_setup_and_its_axes(published_rows):
+    pub = tables.published_frame(published_rows)
+    assert list(pub["key"]) == [r["key"] for r in published_rows] and list(pub.columns) == tables.PUBLISHED_COLUMNS
+    row = pub.set_index("key").loc["hrnet-official-hrnetv2-w48-pytorch-v1.1-1024x512-484ep"]
+    assert row["params_m"] == pytest.approx(65.8) and row["gflops_label"] == "696.2 at 2048x1024"
+    assert row["fps_label"] == "6.67 fps on V100 at 2048x1024" and row["miou"] == 0.811
+    assert pub.set_index("key").loc["mmseg-deeplabv3-r50-d8-1024x512-80k", ["params_m", "fps_label"]].isna().all()
+    # on the axes a published row has a figure for, and on no other
+    assert sorted(tables.published_on_axis(pub, "params_m")["params_m"]) == pytest.approx(
+        [42.0, 65.0, 65.729107, 65.8, 65.858659, 84.721235])
+    assert list(tables.published_on_axis(pub, "gflops")["gflops"]) == [696.2]
+    for x in ("latency_ms", "size_mb", "train_minutes"):
+        assert tables.published_on_axis(pub, x).empty
+    assert tables.published_frame([]).empty
+
+
+def test_tradeoff_figure_overlays_published_results_as_hollow_markers_outside_the_front(frame, published_rows):
+    done = tables.evaluated(frame)
+    runs = done[done["dataset"] == "synthetic"]
+    pub = tables.published_on_axis(tables.published_frame(published_rows), "params_m")
+    fig = charts.tradeoff_figure(runs, "params_m", published=pub)
+    hollow = [t for t in fig.data if t.name and t.name.endswith("· published")]
+    assert sorted(t.name for t in hollow) == ["deeplabv3_r101 · published", "deeplabv3_r50 · published",
+                                               "hrnetv2_w48 · published"]
+    for t in hollow:
+        arch = t.name.split(" · ")[0]
+        assert t.marker.symbol == "circle-open" and t.marker.color == charts.ARCH_COLORS[arch]
+        assert t.customdata is None  # nothing to pick for Compare
+    hrnet = next(t for t in hollow if t.name.startswith("hrnetv2_w48"))
+    assert sorted(zip(hrnet.x, hrnet.y)) == [(65.0, 0.741), (pytest.approx(65.8), 0.811),
+                                             (pytest.approx(65.858659), 0.8065)]
+    assert all("published" in h and "source: " in h for h in hrnet.hovertext)
+    # the runs keep their colours and the front is theirs alone, though 0.811 beats every run
+    plain = charts.tradeoff_figure(runs, "params_m")
+    front = [t for t in fig.data if t.name == "Pareto front"][0]
+    assert list(front.x) == list([t for t in plain.data if t.name == "Pareto front"][0].x) == [30.0, 40.0, 58.0]
+    measured = [t for t in fig.data if t.customdata is not None and t.mode == "markers" and t.name != "Pareto front"]
+    assert {t.name: t.marker.color for t in measured} == {t.name: t.marker.color for t in plain.data
+                                                           if t.customdata is not None and t.mode == "markers"
+                                                           and t.name != "Pareto front"}
+    # published results are mIoU figures: on another accuracy axis, none
+    assert not [t for t in charts.tradeoff_figure(runs.assign(mpc=0.2), "params_m", y="mpc", published=pub).data
+                if "published" in (t.name or "")]
+
+
+def test_published_caption_says_what_is_drawn_and_what_never_is(published_rows):
+    pub = tables.published_frame(published_rows)
+    on = tables.published_caption(pub, tables.published_on_axis(pub, "gflops"), "gflops", "miou", "synthetic")
+    assert "Hollow markers" in on and "not measured here" in on and "never put against the latency" in on
+    assert "input size their source states" in on and "evaluated on synthetic, not on Cityscapes" in on
+    latency = tables.published_caption(pub, tables.published_on_axis(pub, "latency_ms"), "latency_ms", "miou", "cityscapes")
+    assert "parameters and GFLOPs only" in latency and "never put against the latency" in latency
+    assert "mIoU axis only" in tables.published_caption(pub, None, "params_m", "mpc", "cityscapes")
+    assert "published --load" in tables.published_caption(pub.iloc[0:0], None, "params_m", "miou", "cityscapes")
+
+
 def test_class_iou_matrix_heatmap_and_difference():
     rows = [{"run_id": r, "variant": v, "class_id": c, "class_name": n, "iou": (None if c == 5 else 0.1 * r + c / 100)}
             for r, v in ((1, "a"), (2, "b")) for c, n in enumerate(CLASS_NAMES)]

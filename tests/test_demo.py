@@ -33,6 +33,9 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     [sweep] = store.robustness()
     assert [(r["corruption"], r["severity"]) for r in sweep["results"]] == [("impulse_noise", 3), ("frost", 3)]
     assert (tmp_path / "corruption-cache").is_dir()
+    from engine.published import read_table
+
+    assert len(store.published()) == len(read_table())  # the published results, for the dashboard, kept apart
     [own] = [e for e in store.evaluations() if e["variant"] == "deeplabv3_r50_adam" and e["dataset"] == "synthetic"]
     assert own["images"] == 2 and own["boundary_confusion"] is not None  # per-image rows, for the Drill-down
     assert sorted(p.name for p in Path(own["predictions_dir"]).iterdir()) == sorted(

@@ -364,7 +364,8 @@ V5_EVALUATION_COLUMNS = ("confusion", "boundary_confusion", "boundary_fraction",
 
 
 def _make_old_store(url: str, version: int = 1) -> tuple[str, int]:
-    """A store as schema version 4 left it (today's tables minus `image_results` and the evaluations'
+    """A store as schema version 5 left it (today's tables minus `published_results` and
+    `runs.source`), version 4 (also minus `image_results` and the evaluations'
     V5_EVALUATION_COLUMNS), version 3 (also minus `runs.parent_run_id` and `runs.derivation`),
     version 2 (also minus the robustness tables and `evaluations.condition`) or version 1 (also
     minus `checkpoints`); meta says which."""
@@ -373,9 +374,12 @@ def _make_old_store(url: str, version: int = 1) -> tuple[str, int]:
     _epoch(s, rid, 1, miou=0.25)
     _evaluate(s, rid, 0.3, variant=f"from_v{version}")
     s.close()
-    _sql(url, "DROP TABLE image_results")
-    for column in V5_EVALUATION_COLUMNS:
-        _sql(url, f'ALTER TABLE evaluations DROP COLUMN "{column}"')
+    _sql(url, "DROP TABLE published_results")
+    _sql(url, 'ALTER TABLE runs DROP COLUMN "source"')
+    if version <= 4:
+        _sql(url, "DROP TABLE image_results")
+        for column in V5_EVALUATION_COLUMNS:
+            _sql(url, f'ALTER TABLE evaluations DROP COLUMN "{column}"')
     if version <= 3:
         _sql(url, 'ALTER TABLE runs DROP COLUMN "parent_run_id"')
         _sql(url, 'ALTER TABLE runs DROP COLUMN "derivation"')
@@ -430,18 +434,20 @@ def _image_result(index: int, pred_offset: int = 0):
     return acc.results[0]
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_old_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_path, version):
     url, rid = _make_old_store(store_url, version)
     assert ("checkpoints" in _tables(url)) == (version >= 2)
     assert ("robustness_sweeps" in _tables(url)) == (version >= 3)
     assert ("parent_run_id" in _columns(url, "runs")) == (version >= 4)
-    assert "image_results" not in _tables(url) and not set(V5_EVALUATION_COLUMNS) & _columns(url, "evaluations")
+    assert ("image_results" in _tables(url)) == (version >= 5)
+    assert bool(set(V5_EVALUATION_COLUMNS) & _columns(url, "evaluations")) == (version >= 5)
+    assert "published_results" not in _tables(url) and "source" not in _columns(url, "runs")
     s = Store(url)
     assert _sql(url, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 5
-    assert {"checkpoints", "robustness_sweeps", "corruption_results", "image_results"} <= _tables(url)
-    assert set(V5_EVALUATION_COLUMNS) <= _columns(url, "evaluations")
+    assert SCHEMA_VERSION == 6
+    assert {"checkpoints", "robustness_sweeps", "corruption_results", "image_results", "published_results"} <= _tables(url)
+    assert set(V5_EVALUATION_COLUMNS) <= _columns(url, "evaluations") and "source" in _columns(url, "runs")
     assert [r["variant"] for r in s.runs()] == [f"from_v{version}"] and [e["epoch"] for e in s.epochs(rid)] == [1]
     assert s.leaderboard()[0]["miou"] == pytest.approx(0.3)  # the old evaluation: no condition, in-distribution
     [old] = s.evaluations()
@@ -464,6 +470,12 @@ def test_old_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_p
     row = next(r for r in s.leaderboard() if r["run_id"] == child)
     assert (row["parent_variant"], row["method"], row["derivation"]) == (f"from_v{version}", "int8",
                                                                          {"method": "int8", "seconds": 1.5})
+    assert row["source"] is None and s.published() == []
+    imported = _start(s, variant="deeplabv3_r50_mmseg", source={"format": "mmseg", "published_miou": 0.7963})
+    assert next(r for r in s.leaderboard() if r["run_id"] == imported)["source"] == {"format": "mmseg",
+                                                                                    "published_miou": 0.7963}
+    assert s.load_published([{"key": "k", "model": "M", "miou": 0.8, "url": "https://x"}]) == 1
+    assert [p["model"] for p in s.published()] == ["M"] and len(s.leaderboard()) == 3
     s.close()
     Store(url).close()  # opening the migrated store again is a no-op
 

@@ -1,5 +1,6 @@
 """`python -m engine db migrate-to URL`: a real SQLite store copied into PostgreSQL (the throwaway
-server of tests/postgres.py) and into another SQLite file, every row equal, ids and relations kept."""
+server of tests/postgres.py) and into another SQLite file, every row equal, ids and relations kept
+(the published results of the repository's table and an imported run's `source` included)."""
 from __future__ import annotations
 
 import re
@@ -7,12 +8,15 @@ import re
 import pytest
 
 from engine.classes import CLASS_NAMES
+from engine import published
 from engine.cli import main
 from engine.metrics import Metrics
 from engine.profiling import Profile
 from engine.store import Store, StoreCopyError, copy_store
 
 HP = {"schedule": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.01}}, "crop": [64, 32]}
+IMPORTED = {"format": "mmseg", "file": "deeplabv3_r50b-d8.pth", "sha256": "ef" * 32,
+            "url": "https://download.openmmlab.com/x.pth", "published_miou": 0.7963}
 
 
 def _run(store, variant, **over):
@@ -27,7 +31,7 @@ def _source(tmp_path) -> str:
     history is not renumbered)."""
     url = f"sqlite:///{tmp_path / 'source.db'}"
     with Store(url) as s:
-        a, b, c = _run(s, "a"), _run(s, "b", uid="b" * 32), _run(s, "c")
+        a, b, c = _run(s, "a"), _run(s, "b", uid="b" * 32), _run(s, "c", source=IMPORTED)
         for rid, mious in ((a, (0.1, 0.3)), (b, (0.2,))):
             for epoch, miou in enumerate(mious, 1):
                 s.log_epoch(rid, epoch=epoch, iteration=10 * epoch, train_loss=1.0 / epoch, val_loss=None,
@@ -61,6 +65,7 @@ def _source(tmp_path) -> str:
                             clean=Metrics(0.33, 0.9, ious, num_images=2), mpc=0.2, rpc=0.2 / 0.33,
                             groups={"noise": 0.2},
                             results=[{"corruption": "shot_noise", "group": "noise", "severity": 2, "metrics": m}])
+        published.load(s)  # the repository's published results
     return url
 
 
@@ -92,7 +97,8 @@ def _everything(url, tmp_path) -> dict:
         return {"runs": runs, "epochs": {r["id"]: s.epochs(r["id"]) for r in runs}, "evaluations": evaluations,
                 "images": {e["id"]: s.image_results(e["id"]) for e in evaluations},
                 "leaderboard": s.leaderboard(), "benchmarks": s.benchmarks(), "class_ious": s.class_iou_table(),
-                "checkpoint": s.checkpoint_record(tmp_path / "w" / "best.pt"), "robustness": s.robustness()}
+                "checkpoint": s.checkpoint_record(tmp_path / "w" / "best.pt"), "robustness": s.robustness(),
+                "published": s.published()}
 
 
 def test_migrate_to_copies_every_row(tmp_path, store_url):
@@ -100,7 +106,7 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
     counts = copy_store(src, store_url)
     assert counts == {"runs": 3, "epochs": 3, "evaluations": 5, "class_ious": 5 * len(CLASS_NAMES),
                       "checkpoints": 1, "benchmarks": 1, "robustness_sweeps": 1, "corruption_results": 1,
-                      "image_results": 2}
+                      "image_results": 2, "published_results": len(published.read_table())}
     before, after = _everything(src, tmp_path), _everything(store_url, tmp_path)
     assert after == before
     with_images = next(e for e in after["evaluations"] if e["images"])
@@ -110,6 +116,9 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
     assert [r["image"] for r in rows] == ["img_0", "img_1"] and rows[1]["confusion"][1] == [13, 0, 10]
     assert after["evaluations"][0]["per_class_iou"]["train"] is None and after["checkpoint"]["run_id"] == 2
     assert [r["variant"] for r in after["leaderboard"]] == ["a", "b", "c"]
+    assert after["leaderboard"][2]["source"] == IMPORTED and after["leaderboard"][0]["source"] is None
+    assert len(after["published"]) == len(published.read_table()) and after["published"][0]["miou"] == 0.811
+    assert {r["key"] for r in after["published"]} == {r["key"] for r in published.read_table()}
 
     with Store(store_url) as s:  # the sequences were moved past the copied ids
         rid = _run(s, "new")
@@ -123,12 +132,35 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
                                   profile=Profile(params=1, size_mb=1.0, gflops=1.0, latency_ms=1.0, device="cpu",
                                                   threads=1, precision="fp32", resolution="64x32"))
         s.record_checkpoint(tmp_path / "w" / "last.pt", "ef" * 32, kind="last", run_id=rid)
-        assert (rid, bid, eid) == (4, 2, 6)
+        n = s.load_published([{"key": "new-paper", "model": "New", "miou": 0.5, "source": "a paper"}])
+        assert (rid, bid, eid, n) == (4, 2, 6, 1)
+        assert max(r["id"] for r in s.published()) == len(published.read_table()) + 1
         assert [e["id"] for e in s.epochs(rid)] == [4]
         assert s.checkpoint_record(tmp_path / "w" / "last.pt")["id"] == 2
 
     with pytest.raises(StoreCopyError, match="already holds results"):  # never into a store with results
         copy_store(src, store_url)
+
+
+def test_a_version_5_store_migrates_then_copies(tmp_path, store_url):
+    """A store as schema version 5 left it (no `published_results`, no `runs.source`) is upgraded when
+    `migrate-to` opens it, then copied whole: its runs, and the published results loaded after."""
+    import sqlite3
+
+    src = _source(tmp_path)
+    with sqlite3.connect(src.removeprefix("sqlite:///")) as c:
+        c.execute("DROP TABLE published_results")
+        c.execute('ALTER TABLE runs DROP COLUMN "source"')
+        c.execute("UPDATE meta SET value='5' WHERE key='schema_version'")
+    counts = copy_store(src, store_url)
+    assert counts["published_results"] == 0 and counts["runs"] == 3 and counts["image_results"] == 2
+    with Store(src) as s:
+        assert s.leaderboard()[2]["source"] is None and published.load(s) == len(published.read_table())
+    with Store(store_url) as s:
+        assert [r["source"] for r in s.leaderboard()] == [None] * 3 and s.published() == []
+        assert published.load(s) == len(published.read_table()) and s.published()[0]["miou"] == 0.811
+    with sqlite3.connect(src.removeprefix("sqlite:///")) as c:
+        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
 
 
 def test_cli_migrate_to(tmp_path, store_url, capsys):

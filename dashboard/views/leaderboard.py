@@ -101,3 +101,31 @@ with st.expander("Recipe of a run"):
 
 csv = view.drop(columns=["run_id", "model", "depth"]).to_csv(index=False).encode()  # the tree's order, full names
 st.download_button("Download this table (CSV)", csv, "leaderboard.csv", "text/csv")
+
+st.subheader("Published results (Cityscapes val, single scale)")
+published = tables.published_frame(loaders.published(loaders.store_url()))
+if published.empty:
+    st.caption("None in the store yet: `python -m engine published --load` loads the papers' and model zoos' figures.")
+else:
+    st.caption("Figures as the papers, the model zoos and the project's original report give them, not measured here "
+               "(so not in the table above, nor in its best, fastest and smallest): the speed of each on its own "
+               "device and resolution, the GFLOPs at the input size stated. An empty cell: the source gives no such "
+               "figure. Each row links to its source.")
+    st.dataframe(
+        published, hide_index=True, width="stretch", key="published_table", placeholder="",
+        height=35 * (len(published) + 1) + 3,  # every row, no inner scrolling
+        column_order=["model", "miou", "params_m", "gflops_label", "fps_label", "schedule", "crop", "url", "source",
+                      "backbone", "note"],
+        column_config={
+            "model": st.column_config.TextColumn("Model", pinned=True),
+            "miou": st.column_config.NumberColumn("mIoU", format="%.4f", help="as published, as a fraction"),
+            "params_m": st.column_config.NumberColumn("Params (M)", format="%.1f"),
+            "gflops_label": st.column_config.TextColumn("GFLOPs", width=130,
+                                                        help="at the input size (WxH) the source states"),
+            "fps_label": st.column_config.TextColumn("FPS", width=190,
+                                                     help="as the source measured it: its device and resolution (WxH)"),
+            "schedule": st.column_config.TextColumn("Schedule"), "crop": st.column_config.TextColumn("Crop"),
+            "backbone": st.column_config.TextColumn("Backbone"), "source": st.column_config.TextColumn("Source"),
+            "url": st.column_config.LinkColumn("Link", display_text="open the source"),
+            "note": st.column_config.TextColumn("Note"),
+        })

@@ -12,7 +12,7 @@ st.caption("Accuracy against cost. A run is on the Pareto front when no other ru
 
 df, done = widgets.evaluated_runs_or_stop()
 
-c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+c1, c2, c3, c4 = st.columns([2, 2, 2, 1.7])
 with c1:
     dataset = widgets.dataset_picker(done, key="tradeoff_dataset")
 runs, y_axes = tables.with_accuracy_axes(done[done["dataset"] == dataset], loaders.evaluations(loaders.store_url()))
@@ -22,6 +22,7 @@ y = c2.selectbox("Accuracy axis", list(y_axes), format_func=y_axes.get, key="tra
 x = c3.selectbox("Efficiency axis", list(tables.EFFICIENCY_AXES), format_func=tables.EFFICIENCY_AXES.get,
                  key="tradeoff_axis")
 log_x = c4.toggle("Log scale", key="tradeoff_log")
+show_published = c4.toggle("Show published results", value=True, key="tradeoff_published")  # hollow markers
 plotted = runs.dropna(subset=[x, y])
 if plotted.empty:
     fill = (f"`python -m engine robustness --variant {runs['variant'].iloc[0]}` measures it" if y == "mpc" else
@@ -29,8 +30,12 @@ if plotted.empty:
     st.warning(f"No run has both {tables.EFFICIENCY_AXES[x]} and {y_axes[y]}: {fill}.")
     st.stop()
 
-event = st.plotly_chart(charts.tradeoff_figure(plotted, x, y=y, y_label=y_axes[y], log_x=log_x), width="stretch",
-                        on_select="rerun", selection_mode="points", key="tradeoff_chart")
+published = tables.published_frame(loaders.published(loaders.store_url())) if show_published else None
+overlay = tables.published_on_axis(published, x) if published is not None and y == "miou" else None
+event = st.plotly_chart(charts.tradeoff_figure(plotted, x, y=y, y_label=y_axes[y], log_x=log_x, published=overlay),
+                        width="stretch", on_select="rerun", selection_mode="points", key="tradeoff_chart")
+if published is not None:
+    st.caption(tables.published_caption(published, overlay, x, y, dataset))
 picked = list(dict.fromkeys(int(p["customdata"][0]) for p in (event.selection.points if event else [])
                             if p.get("customdata")))  # a line's end and its point are the same run
 if picked:
