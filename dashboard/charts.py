@@ -28,7 +28,8 @@ def pareto_front(df: pd.DataFrame, x: str, y: str = "miou") -> pd.DataFrame:
     return pts.loc[keep]
 
 
-METHOD_SYMBOLS = {"trained": "circle", "prune": "diamond", "int8": "square", "prune+int8": "star"}
+METHOD_SYMBOLS = {"trained": "circle", "imported": "hexagon", "prune": "diamond", "int8": "square",
+                  "prune+int8": "star"}
 _RECIPE_HOVER = {"optimizer": "optimizer", "lr": "lr", "weight_decay": "weight decay", "dropout": "dropout",
                  "batch_size": "batch", "train_size": "train size", "epochs_label": "epochs", "profile": "profile"}
 
@@ -47,7 +48,7 @@ def _point_hover(r: pd.Series, x: str, y: str, y_label: str) -> str:
         lines.append(f"mIoU (val): {r['miou']:.3f}")
     method = r.get("method") or "trained"
     lines.append(f"made by: {method_text(method, r.get('ratio'))}")
-    if method != "trained" and _shown(r.get("parent_variant")):
+    if method not in ("trained", "imported") and _shown(r.get("parent_variant")):
         change = [f"mIoU {v:+.3f}" if k == "delta_miou" else f"{k.split('_')[0]} x{v:.2f}"
                   for k in ("delta_miou", "size_ratio", "latency_ratio") if _shown(v := r.get(k))]
         lines.append(f"from {r['parent_variant']}" + (f": {', '.join(change)}" if change else ""))

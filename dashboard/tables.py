@@ -36,7 +36,8 @@ LEADERBOARD_COLUMNS = {  # frame column -> heading, in the order the Leaderboard
 }
 
 # how a model was made (`lineage`'s method), for people, in the order legends list them
-METHOD_NAMES = {"trained": "trained", "prune": "pruned", "int8": "INT8", "prune+int8": "pruned + INT8"}
+METHOD_NAMES = {"trained": "trained", "imported": "imported", "prune": "pruned", "int8": "INT8",
+                "prune+int8": "pruned + INT8"}
 # sort direction per column: these are better high (shown highest first); every other column lowest (or A-Z) first
 HIGHER_FIRST = {"miou", "delta_miou", "pixel_accuracy", "mpc", "rpc", "images_per_second", "started_at"}
 _ARROW = "↳ "
@@ -45,7 +46,8 @@ _INDENT = "\u2003"  # one em space per level below the first
 
 def lineage(rows: list[dict]) -> dict[int, dict]:
     """run_id -> how that model was made, following `parent_run_id` up to the trained model:
-    `method` ("trained", "prune", "int8", "prune+int8": the steps joined by "+"), `ratio` (the
+    `method` ("trained", or "imported" for a published checkpoint brought in by `import-checkpoint`;
+    "prune", "int8", "prune+int8" for a derived one: the steps joined by "+"), `ratio` (the
     fraction of the trained model's FLOPs pruned away, over every prune step; None without one),
     `depth` (0 for a trained model, 1 for a model made from it...; the steps known) and `parent` (the
     parent's row, None when it is not among `rows`)."""
@@ -66,7 +68,8 @@ def lineage(rows: list[dict]) -> dict[int, dict]:
         for method, ratio in steps:
             if method == "prune" and ratio is not None:
                 kept *= 1.0 - float(ratio)
-        out[r["run_id"]] = {"method": "+".join(m for m, _ in steps) or "trained",
+        root = "imported" if node is not None and node.get("source") else "trained"  # what the chain starts from
+        out[r["run_id"]] = {"method": "+".join(m for m, _ in steps) or root,
                             "ratio": None if kept == 1.0 else 1.0 - kept, "depth": len(steps),
                             "parent": by_id.get(r.get("parent_run_id"))}
     return out
@@ -74,8 +77,8 @@ def lineage(rows: list[dict]) -> dict[int, dict]:
 
 def method_text(method: str, ratio=None) -> str:
     """"pruned 50% + INT8": how a model was made (`lineage`'s method and ratio), for people."""
-    if method == "trained":
-        return "trained"
+    if method in ("trained", "imported"):
+        return method
     text = " + ".join(METHOD_NAMES.get(m, m) for m in method.split("+"))
     if ratio is not None and not pd.isna(ratio) and "prune" in method:
         text = text.replace("pruned", f"pruned {ratio:.0%}", 1)
@@ -148,6 +151,33 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
     df["parent_run_id"] = df["parent_run_id"].astype("Int64")
     df["depth"] = df["depth"].astype(int)
     return df
+
+
+def imported_notes(rows: list[dict]) -> list[str]:
+    """One line per imported run (`Store.leaderboard()` rows with a `source`): where its weights came
+    from, the mIoU published for them and, once evaluated on Cityscapes, the mIoU measured here."""
+    out = []
+    for r in rows:
+        src = r.get("source")
+        if not src:
+            continue
+        published = src.get("published_miou")
+        line = (f"**{r['variant']}**: imported from a {src.get('format')} checkpoint `{src.get('file')}` "
+                f"(sha256 {str(src.get('sha256'))[:12]}…)")
+        if src.get("url"):
+            line += f", [source]({src['url']})"
+        if published is not None:
+            line += f"; published mIoU {published:.4f}"
+        if r.get("miou") is not None and r.get("dataset") == "cityscapes":
+            line += f"; measured here {r['miou']:.4f} on {r.get('eval_size')}"
+            if published is not None:
+                line += f" ({r['miou'] - published:+.4f})"
+        elif r.get("miou") is not None:
+            line += f"; evaluated here on {r.get('dataset')} only, not comparable with the published figure"
+        else:
+            line += "; not evaluated yet (`python -m engine evaluate --variant " + r["variant"] + "`)"
+        out.append(line)
+    return out
 
 
 def sort_label(column: str) -> str:

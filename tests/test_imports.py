@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -479,3 +480,73 @@ def test_our_input_normalisation_is_the_published_models():
     rgb = np.array([[[255, 128, 0]]], dtype=np.uint8)
     mmseg = (rgb[0, 0] - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
     assert np.allclose(to_tensor(rgb)[:, 0, 0].numpy(), mmseg, atol=1e-6)
+
+
+# ---- an imported model is a model like any other ----
+
+def _cityscapes_copy(synth_root, dst):
+    """The synthetic scenes in the official layout without the marker that names them synthetic: what
+    a Cityscapes download looks like to the reader (dataset "cityscapes"), so the imported run's own
+    evaluation (on the dataset it was trained on) is the one its leaderboard row shows."""
+    import shutil
+
+    for part in ("leftImg8bit", "gtFine"):
+        shutil.copytree(synth_root / part, dst / part)
+    return dst
+
+
+def test_an_imported_run_appears_on_every_page(r50_source, dashboard_data, synth_root, tmp_path, monkeypatch):
+    import sqlite3
+
+    from streamlit.testing.v1 import AppTest
+
+    from engine.evaluate import evaluate_checkpoint
+    from engine.robustness import sweep_checkpoint
+
+    with sqlite3.connect(dashboard_data.db.removeprefix("sqlite:///")) as src, sqlite3.connect(tmp_path / "r.db") as dst:
+        src.backup(dst)  # the dashboard's store of trained runs, plus the imported one
+    db, weights = f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "weights"
+    weights.mkdir()
+    for folder in dashboard_data.weights.iterdir():
+        (weights / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    store = Store(db)
+    path = tmp_path / "deeplabv3_r50b-d8_512x1024_80k_cityscapes.pth"
+    mmseg_file(path, mmseg_deeplab_layout(r50_source))
+    name = "deeplabv3_r50b_mmseg"
+    import_checkpoint(path, "mmseg", name, published_miou=0.7963, source_url="https://example.org/r50b", store=store,
+                      weights_dir=weights)
+    cityscapes = _cityscapes_copy(synth_root, tmp_path / "cityscapes")
+    evaluated = evaluate_checkpoint(variant=name, weights_dir=weights, data_root=cityscapes, device="cpu",
+                                    eval_size=(64, 32), store=store, progress=False)
+    sweep_checkpoint(variant=name, weights_dir=weights, device="cpu", eval_size=(64, 32), store=store,
+                     data_root=cityscapes, corruptions=["gaussian_noise"], severities=(1,), limit=1, workers=0,
+                     cache_dir=False, progress=False)
+    store.close()
+    for k, v in {"RESULTS_DB": db, "WEIGHTS_DIR": str(weights), "SEGBENCH_OFFLINE": "1"}.items():
+        monkeypatch.setenv(k, v)
+
+    def page(view: str) -> AppTest:
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"),
+                               default_timeout=180)
+        at.run()
+        at.switch_page(f"views/{view}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    def chart_names(at) -> str:
+        return " ".join(c.proto.spec for c in at.get("plotly_chart"))
+
+    at = page("leaderboard")
+    board = at.dataframe[0].value.set_index("variant")
+    assert board.loc[name, "method"] == "imported" and board.loc[name, "miou"] == pytest.approx(evaluated["miou"])
+    note = next(c.value for c in at.caption if name in c.value)
+    assert "imported from a mmseg checkpoint" in note and "published mIoU 0.7963" in note
+    assert f"measured here {evaluated['miou']:.4f} on 64x32 ({evaluated['miou'] - 0.7963:+.4f})" in note
+    assert name in chart_names(page("tradeoffs"))
+    assert name in chart_names(page("per_class"))
+    robustness = page("robustness")
+    assert any(name in str(o) for m in robustness.multiselect for o in m.options)
+    drill = page("drilldown")
+    assert any(name in str(o) for o in drill.selectbox(key="drill_a").options)
+    for view in ("compare", "coverage"):  # pick it, as any model, for the pixels
+        assert any(name in str(o) for s in page(view).selectbox for o in s.options), view

@@ -59,8 +59,9 @@ st.data_editor(
         **{c: st.column_config.Column(label) for c, label in tables.LEADERBOARD_COLUMNS.items()},
         "model": st.column_config.TextColumn("Model", pinned=True,
                                              help="↳: made from the model above it (`python -m engine compress`)"),
-        "method": st.column_config.TextColumn("Method", help="trained, or how it was made from the model above: "
-                                                             "prune, int8, or prune+int8"),
+        "method": st.column_config.TextColumn("Method", help="trained here, imported (a published checkpoint: "
+                                                             "`python -m engine import-checkpoint`), or how it was "
+                                                             "made from the model above: prune, int8, or prune+int8"),
         "ratio": st.column_config.NumberColumn("FLOPs pruned", format="percent",
                                                help="the share of the trained model's FLOPs pruned away"),
         "delta_miou": st.column_config.NumberColumn("Δ mIoU", format="%+.3f",
@@ -85,6 +86,10 @@ st.data_editor(
         "started_at": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
         "description": None, "variant": None,
     })
+
+for note in tables.imported_notes([r for r in loaders.leaderboard(loaders.store_url())
+                                  if r["run_id"] in set(view["run_id"])]):
+    st.caption(":material/download: " + note)
 
 failed = view[view["status"] == "failed"]
 for r in failed.itertuples():
