@@ -28,6 +28,18 @@ def tiny_recipe(name: str, *, iters: int = 2, epochs: int = 1, size=(64, 32)):
     return r
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny CPU forwards: one intra-op thread is fastest and immune to oversubscribed runners (a module
+    asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")

@@ -75,12 +75,7 @@ from engine.store import Store
 W48 = (48, 96, 192, 384)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the published layouts, from the public code above ----
@@ -346,7 +341,7 @@ def test_mmseg_hrnet_round_trip(hrnet_source, store, tmp_path):
     assert_close(logits(imported_model(result, store), X)["out"], logits(hrnet_source, X)["out"])
 
 
-def test_mmseg_deeplabv3_r50b_round_trip_recorded_and_evaluated(r50_source, store, tmp_path, synth_root, capsys):
+def test_mmseg_deeplabv3_r50b_round_trip_and_recorded(r50_source, store, tmp_path, capsys):
     source = r50_source
     published = mmseg_deeplab_layout(source)
     assert_published_layout(published, "mmseg-r50b")
@@ -394,15 +389,6 @@ def test_mmseg_deeplabv3_r50b_round_trip_recorded_and_evaluated(r50_source, stor
     with pytest.raises(ImportCheckpointError, match=f"already holds a model imported from {path.name}"):
         import_checkpoint(other, "mmseg", name, store=store, weights_dir=weights)
     assert [r["variant"] for r in store.runs()] == [name]
-
-    # `python -m engine evaluate --variant NAME` on the synthetic scenes records an evaluation of it
-    code = main(["evaluate", "--variant", name, "--db", db, "--weights-dir", str(weights), "--data-root",
-                 str(synth_root), "--device", "cpu", "--eval-size", "64x32", "--json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert json.loads(out)["variant"] == name
-    [evaluation] = store.evaluations(result["run_id"])
-    assert evaluation["checkpoint_sha256"] == result["sha256"] and evaluation["eval_size"] == "64x32"
 
 
 def test_mmseg_deeplabv3_r101b_is_detected_and_its_layout_matches():
@@ -495,12 +481,12 @@ def _cityscapes_copy(synth_root, dst):
     return dst
 
 
-def test_an_imported_run_appears_on_every_page(r50_source, dashboard_data, synth_root, tmp_path, monkeypatch):
+def test_an_imported_run_appears_on_every_page(r50_source, dashboard_data, synth_root, tmp_path, monkeypatch,
+                                               capsys):
     import sqlite3
 
     from streamlit.testing.v1 import AppTest
 
-    from engine.evaluate import evaluate_checkpoint
     from engine.robustness import sweep_checkpoint
 
     with sqlite3.connect(dashboard_data.db.removeprefix("sqlite:///")) as src, sqlite3.connect(tmp_path / "r.db") as dst:
@@ -516,8 +502,13 @@ def test_an_imported_run_appears_on_every_page(r50_source, dashboard_data, synth
     import_checkpoint(path, "mmseg", name, published_miou=0.7963, source_url="https://example.org/r50b", store=store,
                       weights_dir=weights)
     cityscapes = _cityscapes_copy(synth_root, tmp_path / "cityscapes")
-    evaluated = evaluate_checkpoint(variant=name, weights_dir=weights, data_root=cityscapes, device="cpu",
-                                    eval_size=(64, 32), store=store, progress=False)
+    from engine.cli import main  # `python -m engine evaluate --variant NAME`, as for a trained model
+
+    assert main(["evaluate", "--variant", name, "--db", db, "--weights-dir", str(weights), "--data-root",
+                 str(cityscapes), "--device", "cpu", "--eval-size", "64x32", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    [evaluation] = store.evaluations(store.runs()[-1]["id"])
+    assert evaluated["variant"] == name and evaluation["dataset"] == "cityscapes" and evaluation["eval_size"] == "64x32"
     sweep_checkpoint(variant=name, weights_dir=weights, device="cpu", eval_size=(64, 32), store=store,
                      data_root=cityscapes, corruptions=["gaussian_noise"], severities=(1,), limit=1, workers=0,
                      cache_dir=False, progress=False)
