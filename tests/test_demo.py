@@ -1,4 +1,4 @@
-"""`python -m engine demo` end to end, shrunk to one variant on a tiny synthetic set and a small sweep."""
+"""`python -m engine demo` end to end, shrunk to one variant (UNet, compressed too) on a tiny synthetic set and a small sweep."""
 from pathlib import Path
 
 from engine import demo, settings
@@ -9,22 +9,23 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     monkeypatch.setattr(settings, "SYNTHETIC_ROOT", tmp_path / "synthetic")
     monkeypatch.setattr(demo, "DEMO_DATA", dict(train=4, val=2, size=(128, 64), seed=0))
     monkeypatch.setattr(demo, "DEMO_SWEEP", dict(corruptions=["impulse_noise", "frost"], severities=[3]))
+    monkeypatch.setattr(demo, "DEMO_COMPRESS", ("unet_ce_dice",))  # the smallest model: compress is the slow part
     monkeypatch.setattr(demo, "DEMO_COMPRESS_SETTINGS", dict(ratios=[0.5], finetune_iters=2, calibration_images=2))
     db = f"sqlite:///{tmp_path / 'results.db'}"
-    code = demo.run_demo(db=db, weights_dir=tmp_path / "weights", device="cpu", variants=["deeplabv3_r50_adam"],
+    code = demo.run_demo(db=db, weights_dir=tmp_path / "weights", device="cpu", variants=["unet_ce_dice"],
                          dashboard=False)
     out = capsys.readouterr().out
     assert code == 0
     assert (tmp_path / "synthetic" / "README.txt").is_file()  # generated because it was absent
-    assert (tmp_path / "weights" / "deeplabv3_r50_adam" / "best.pt").is_file()
-    assert "deeplabv3_r50_adam" in out and "completed" in out and "not Cityscapes" in out
+    assert (tmp_path / "weights" / "unet_ce_dice" / "best.pt").is_file()
+    assert "unet_ce_dice" in out and "completed" in out and "not Cityscapes" in out
     assert "most-frequent-class baseline" in out
     from engine.store import Store
 
     store = Store(db)
     rows = {r["variant"]: r for r in store.leaderboard()}
-    assert sorted(rows) == ["deeplabv3_r50_adam", "deeplabv3_r50_adam+int8", "deeplabv3_r50_adam+prune0.5"]
-    row = rows.pop("deeplabv3_r50_adam")
+    assert sorted(rows) == ["unet_ce_dice", "unet_ce_dice+int8", "unet_ce_dice+prune0.5"]
+    row = rows.pop("unet_ce_dice")
     assert row["status"] == "completed" and row["miou"] is not None and row["latency_ms"] > 0
     for name, derived in rows.items():  # its deployment variants: evaluated, profiled, linked to it, printed
         assert derived["parent_run_id"] == row["run_id"] and derived["miou"] is not None and name in out
@@ -36,7 +37,7 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     from engine.published import read_table
 
     assert len(store.published()) == len(read_table())  # the published results, for the dashboard, kept apart
-    [own] = [e for e in store.evaluations() if e["variant"] == "deeplabv3_r50_adam" and e["dataset"] == "synthetic"]
+    [own] = [e for e in store.evaluations() if e["variant"] == "unet_ce_dice" and e["dataset"] == "synthetic"]
     assert own["images"] == 2 and own["boundary_confusion"] is not None  # per-image rows, for the Drill-down
     assert sorted(p.name for p in Path(own["predictions_dir"]).iterdir()) == sorted(
         f"{r['image']}.png" for r in store.image_results(own["id"]))  # its predictions kept, under data/
