@@ -28,6 +28,19 @@ def tiny_recipe(name: str, *, iters: int = 2, epochs: int = 1, size=(64, 32)):
     return r
 
 
+@pytest.fixture(autouse=True)
+def keep_main_module():
+    """Streamlit's AppTest leaves `sys.modules["__main__"]` set to the app script it ran. Every process a
+    later test starts with multiprocessing's spawn would then run dashboard/app.py on start-up (streamlit,
+    torch, the store: seconds per process, on 2 cores); the module is put back after each test."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny CPU forwards: one intra-op thread is fastest and immune to oversubscribed runners (a module
