@@ -346,9 +346,8 @@ class PublishedResult(Base):
     loaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
-PUBLISHED_FIELDS = ("key", "model", "arch", "backbone", "dataset", "split", "miou", "params", "gflops",
-                    "gflops_resolution", "fps", "fps_device", "fps_resolution", "crop", "schedule", "source", "url",
-                    "note")
+# what a published row holds: the table's columns but its own id and when it was loaded
+PUBLISHED_FIELDS = tuple(c.name for c in PublishedResult.__table__.columns if c.name not in ("id", "loaded_at"))
 
 
 def _f(x: Any) -> float | None:
