@@ -19,6 +19,7 @@ st.set_page_config(page_title="segbench: segmentation models compared", page_ico
 PAGES = [
     st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", default=True),
     st.Page("views/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+    st.Page("views/report.py", title="Report", icon=":material/description:"),
     st.Page("views/per_class.py", title="Per-class", icon=":material/grid_on:"),
     st.Page("views/robustness.py", title="Robustness", icon=":material/thunderstorm:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
@@ -31,6 +32,7 @@ with st.sidebar:
     st.markdown("### :material/location_city: segbench")
     st.caption("Semantic segmentation models for urban street scenes, compared on accuracy, size, speed and cost.")
     st.caption(f"Results store: `{widgets.shown_url(loaders.store_url())}`  \nWeights: `{loaders.weights_dir()}`")
+    widgets.setup_picker()
     widgets.backend_picker()
     if st.button("Reload results", help="Read the results store again (it is re-read every few seconds anyway)"):
         st.cache_data.clear()

@@ -2,6 +2,8 @@
 Classes are always drawn in their official Cityscapes colours."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -42,8 +44,10 @@ def _shown(v, fmt: str = "") -> str | None:
     return format(v, fmt) if fmt else str(v)
 
 
-def _point_hover(r: pd.Series, x: str, y: str, y_label: str) -> str:
-    lines = [f"<b>{r['variant']}</b>", f"{EFFICIENCY_AXES[x]}: {r[x]:.4g}", f"{y_label}: {r[y]:.3f}"]
+def _point_hover(r: pd.Series, x: str, y: str, y_label: str, x_label: str | None = None) -> str:
+    lines = [f"<b>{r['variant']}</b>", f"{x_label or EFFICIENCY_AXES[x]}: {r[x]:.4g}", f"{y_label}: {r[y]:.3f}"]
+    if x == "latency_ms" and _shown(r.get("latency_setup")):
+        lines.append(f"precision: {r['latency_setup'].rsplit(', ', 1)[-1]}")
     if y != "miou" and "miou" in r and _shown(r["miou"]):
         lines.append(f"mIoU (val): {r['miou']:.3f}")
     method = r.get("method") or "trained"
@@ -66,7 +70,8 @@ def _published_hover(r: pd.Series, x: str) -> str:
 
 
 def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str = "mIoU (val)",
-                    log_x: bool = False, published: pd.DataFrame | None = None) -> go.Figure:
+                    log_x: bool = False, published: pd.DataFrame | None = None,
+                    x_label: str | None = None, recommended: int | None = None) -> go.Figure:
     """Accuracy (`y`: mIoU by default, or mPC, or the mIoU on another dataset) against an efficiency
     axis, one colour per architecture and one marker symbol per method (METHOD_SYMBOLS: trained,
     pruned, INT8, pruned + INT8), a line from each model to every model derived from it (when both
@@ -77,7 +82,9 @@ def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str =
     `published` (`tables.published_on_axis` rows, on the mIoU axis only) adds the papers' and model
     zoos' figures as hollow markers in their architecture's colour, one legend entry "<arch> ·
     published" each, without customdata (nothing to select) and outside the Pareto front, which is
-    the measured runs' alone."""
+    the measured runs' alone. `x_label`: the axis's name with what it holds for (`tables.axis_label`:
+    the resolution, the setup); default EFFICIENCY_AXES[x]. `recommended`: the run_id the budget
+    picker recommends, pointed at with an arrow when it is plotted."""
     df = df.assign(method=df["method"].fillna("trained") if "method" in df else "trained")
     fig = go.Figure()
     published = published if published is not None and y == "miou" else None
@@ -106,7 +113,7 @@ def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str =
                 marker=dict(color=colors[arch], symbol=METHOD_SYMBOLS.get(method, "x"), size=13,
                             line=dict(width=1, color="white")),
                 customdata=g[["run_id"]].to_numpy().tolist(),  # lists: the chart's JSON keeps them readable
-                hovertext=[_point_hover(r, x, y, y_label) for _, r in g.iterrows()],
+                hovertext=[_point_hover(r, x, y, y_label, x_label) for _, r in g.iterrows()],
                 hovertemplate="%{hovertext}<extra></extra>"))
             first = False
     if published is not None:
@@ -128,12 +135,18 @@ def tradeoff_figure(df: pd.DataFrame, x: str, *, y: str = "miou", y_label: str =
                                  line=dict(color="rgba(90,90,90,0.7)", dash="dash", shape="hv"),
                                  marker=dict(symbol="circle-open", size=22, color="rgba(90,90,90,0.7)"),
                                  customdata=front[["run_id"]], hoverinfo="skip"))  # a click on a ring picks its run
+    pick = df[df["run_id"] == recommended] if recommended is not None else df.iloc[0:0]
+    if len(pick):
+        r = pick.iloc[0]
+        at = math.log10(r[x]) if log_x and r[x] > 0 else r[x]  # on a log axis plotly places annotations in log10
+        fig.add_annotation(x=at, y=r[y], text="recommended", showarrow=True, arrowhead=2, ax=0, ay=-40,
+                           font=dict(color="#15803d"), arrowcolor="#15803d")
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), clickmode="event+select",
                       yaxis_tickformat=".3f", hoverlabel=dict(align="left"),
                       legend=dict(title_text="Architecture" if derived else "", y=1, yanchor="top"))
     if derived:
         fig.update_layout(legend2=dict(title_text="Method", y=0, yanchor="bottom", x=1.02, xanchor="left"))
-    fig.update_xaxes(title_text=EFFICIENCY_AXES[x], type="log" if log_x else None)
+    fig.update_xaxes(title_text=x_label or EFFICIENCY_AXES[x], type="log" if log_x else None)
     fig.update_yaxes(title_text=y_label, rangemode="nonnegative")
     return fig
 

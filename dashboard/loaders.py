@@ -19,6 +19,7 @@ from dashboard.tables import lineage
 from engine import settings
 from engine.coverage import class_pixels
 from engine.inference import InferenceOptions, Segmenter
+from engine.recommend import Budget, Recommendation, recommend
 from engine.store import Store
 
 QUERY_TTL_S = 5
@@ -30,8 +31,15 @@ def store(url: str) -> Store:
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def leaderboard(url: str) -> list[dict]:
-    return store(url).leaderboard()
+def leaderboard(url: str, setup: str | None = None) -> list[dict]:
+    """`Store.leaderboard` with the costs measured on `setup` (None: the store's default setup)."""
+    return store(url).leaderboard(setup=setup)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cost_setups(url: str) -> list[dict]:
+    """The setups costs were measured on (`Store.cost_setups`), the one most runs were measured on first."""
+    return store(url).cost_setups()
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
@@ -59,6 +67,12 @@ def robustness(url: str, run_ids: tuple[int, ...]) -> list[dict]:
 def evaluations(url: str) -> list[dict]:
     """Every evaluation in the store (oldest first): every dataset and condition."""
     return store(url).evaluations()
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def recommendation(url: str, budget: Budget, dataset: str | None) -> Recommendation:
+    """The budget picker's answer (`engine.recommend.recommend`) for the runs trained on `dataset`."""
+    return recommend(store(url), budget, dataset=dataset)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
@@ -91,7 +105,7 @@ def available_models(url: str, weights_dir: Path) -> list[Model]:
     """Every `<weights>/<variant>/best.pt` (trained and derived models alike: a derived model's
     checkpoint is `<weights>/<derived name>/best.pt`), best mIoU first. Its run is the latest
     completed run of that variant (a later training of a variant overwrites its best.pt)."""
-    rows = leaderboard(url)
+    rows = leaderboard(url, cost_setup())
     made = lineage(rows)
     runs = {}
     for r in sorted(rows, key=lambda r: r["run_id"]):
@@ -114,6 +128,11 @@ def parent_of(model: Model, models: list[Model]) -> Model | None:
     if model.parent_run_id is None:
         return None
     return next((m for m in models if m.run_id == model.parent_run_id), None)
+
+
+def cost_setup() -> str | None:
+    """The setup the sidebar shows costs for (widgets.setup_picker); None until one is picked: the store's default."""
+    return st.session_state.get("cost_setup")
 
 
 BACKENDS = {"torch": "PyTorch", "onnx": "ONNX Runtime"}   # engine.inference backends, as the sidebar names them

@@ -24,10 +24,21 @@ EFFICIENCY_AXES = {
     "train_minutes": "Training time (min)",
 }
 
+def axis_label(column: str, setup: dict | None = None) -> str:
+    """An efficiency axis's name with what its figure holds for (`setup`: a `Store.cost_setups()`
+    row): GFLOPs at the setup's resolution, latency on the whole setup."""
+    label = EFFICIENCY_AXES.get(column, LEADERBOARD_COLUMNS.get(column, column))
+    if setup and column == "gflops":
+        return f"{label} at {setup['resolution']}"
+    if setup and column == "latency_ms":
+        return f"{label} on {setup['label']}"
+    return label
+
+
 LEADERBOARD_COLUMNS = {  # frame column -> heading, in the order the Leaderboard page shows them
     "model": "Model", "method": "Method", "ratio": "FLOPs pruned", "status": "Status", "miou": "mIoU",
     "delta_miou": "Δ mIoU", "size_mb": "Size (MB)", "size_ratio": "Δ size", "latency_ms": "Latency (ms)",
-    "latency_ratio": "Δ latency", "pixel_accuracy": "Pixel acc.", "mpc": "mPC", "rpc": "rPC", "params_m": "Params (M)",
+    "latency_ratio": "Δ latency", "cost_resolution": "GFLOPs/latency at", "pixel_accuracy": "Pixel acc.", "mpc": "mPC", "rpc": "rPC", "params_m": "Params (M)",
     "gflops": "GFLOPs", "train_minutes": "Train time (min)", "dataset": "Dataset", "arch": "Architecture",
     "backbone": "Backbone", "optimizer": "Optimizer", "lr": "LR", "weight_decay": "Weight decay", "dropout": "Dropout",
     "batch_size": "Batch", "train_size": "Train size", "epochs_label": "Epochs", "profile": "Profile",
@@ -90,8 +101,9 @@ def _num(v) -> float | None:
 
 
 def _same_setup(a: dict, b: dict) -> bool:
-    """Latencies measured on the same device, thread count and resolution (precision may differ: INT8)."""
-    return all(a.get(k) == b.get(k) for k in ("latency_device", "latency_threads", "latency_resolution"))
+    """Latencies measured on the same setup (`cost_setup`: device, threads, resolution, batch; the
+    precision is each model's own: INT8)."""
+    return a.get("cost_setup") is not None and a.get("cost_setup") == b.get("cost_setup")
 
 
 def change_against_parent(row: dict, parent: dict | None) -> dict:
@@ -119,9 +131,7 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
     for r in rows:
         latency_setup = None
         if r.get("latency_ms") is not None:
-            parts = [r.get("latency_device"), r.get("latency_resolution"),
-                     f"{r['latency_threads']} threads" if r.get("latency_threads") else None, r.get("latency_precision")]
-            latency_setup = ", ".join(str(p) for p in parts if p)
+            latency_setup = f"{r['cost_setup_label']}, {r['latency_precision']}"
         made = family[r["run_id"]]
         out.append({
             "run_id": r["run_id"], "uid": r["uid"][:8], "variant": r["variant"], "model": r["variant"],
@@ -134,7 +144,7 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
             "mpc": r.get("mpc"), "rpc": r.get("rpc"),
             "params_m": r["params"] / 1e6 if r.get("params") is not None else None,
             "size_mb": r.get("size_mb"), "gflops": r.get("gflops"), "latency_ms": r.get("latency_ms"),
-            "latency_setup": latency_setup,
+            "latency_setup": latency_setup, "cost_resolution": r.get("latency_resolution"),
             "train_minutes": r["train_seconds"] / 60 if r.get("train_seconds") is not None else None,
             "images_per_second": r.get("images_per_second"), "started_at": r.get("started_at"),
             "error": r.get("error"), "description": r.get("description"),
@@ -150,6 +160,18 @@ def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")  # missing -> NaN (a blank cell), not None
     df["parent_run_id"] = df["parent_run_id"].astype("Int64")
     df["depth"] = df["depth"].astype(int)
+    return df
+
+
+BUDGET_COLUMNS = ["name", "method", "accuracy", "miou", "rpc", "size_mb", "gflops", "latency_ms", "latency_precision"]
+
+
+def budget_frame(rows: list[dict]) -> pd.DataFrame:
+    """`engine.recommend` ranked or excluded rows for a table: the figures the budget is held to
+    (and `reason` for an excluded one), the method in words."""
+    cols = BUDGET_COLUMNS + (["reason"] if rows and "reason" in rows[0] else [])
+    df = pd.DataFrame(rows, columns=cols)
+    df["method"] = [method_text(m) for m in df["method"]]
     return df
 
 
@@ -188,7 +210,7 @@ def sort_label(column: str) -> str:
     if column in HIGHER_FIRST:
         return f"{heading} (highest first)"
     if column in {"model", "method", "status", "dataset", "arch", "backbone", "optimizer", "profile", "train_size",
-                  "epochs_label", "latency_setup", "error", "uid"}:
+                  "epochs_label", "latency_setup", "cost_resolution", "error", "uid"}:
         return f"{heading} (A-Z)"
     return f"{heading} (lowest first)"
 
@@ -318,15 +340,15 @@ def published_frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def published_on_axis(published: pd.DataFrame, x: str) -> pd.DataFrame:
-    """The published rows with a figure for efficiency axis `x`: parameters, or GFLOPs whose input size
-    the source states. None on the other axes: no published checkpoint size or training time is
-    comparable, and a published FPS (another device, another resolution) is never put against the
-    latency measured here."""
+def published_on_axis(published: pd.DataFrame, x: str, resolution: str | None = None) -> pd.DataFrame:
+    """The published rows with a figure for efficiency axis `x`: parameters, or GFLOPs at `resolution`
+    (the one the runs' GFLOPs are at; the source states its own). None on the other axes: no published
+    checkpoint size or training time is comparable, and a published FPS (another device, another
+    resolution) is never put against the latency measured here."""
     if x == "params_m":
         return published[published["params_m"].notna()]
     if x == "gflops":
-        return published[published["gflops"].notna() & published["gflops_resolution"].notna()]
+        return published[published["gflops"].notna() & (published["gflops_resolution"] == resolution)]
     return published.iloc[0:0]
 
 
@@ -334,7 +356,8 @@ _NEVER_FPS = ("A published FPS (another device, another resolution) is never put
               "here.")
 
 
-def published_caption(published: pd.DataFrame, overlay: pd.DataFrame | None, x: str, y: str, dataset: str) -> str:
+def published_caption(published: pd.DataFrame, overlay: pd.DataFrame | None, x: str, y: str, dataset: str,
+                      resolution: str | None = None) -> str:
     """What the Trade-offs page says under its chart about the published results it overlays (`overlay`,
     from `published_on_axis`), or why it shows none on these axes."""
     if published.empty:
@@ -342,13 +365,17 @@ def published_caption(published: pd.DataFrame, overlay: pd.DataFrame | None, x: 
                 "zoos' Cityscapes val figures.")
     if y != "miou":
         return "Published results are Cityscapes val mIoU figures: they are drawn on the mIoU axis only."
+    if x == "gflops" and (overlay is None or overlay.empty):
+        at = sorted(set(published.loc[published["gflops"].notna(), "gflops_resolution"].dropna()))
+        return (f"No published GFLOPs at {resolution or 'this resolution'} (the sources state theirs at "
+                f"{', '.join(at) or 'no resolution'}): GFLOPs at different resolutions are never drawn together.")
     if overlay is None or overlay.empty:
         return (f"Published results are drawn against parameters and GFLOPs only, not against "
                 f"{EFFICIENCY_AXES[x].lower()}. " + _NEVER_FPS)
     text = ("Hollow markers: published results (Cityscapes val, single scale) as their source reports them, not "
             "measured here (hover: source and resolution); the Pareto front is the measured runs' alone. " + _NEVER_FPS)
     if x == "gflops":
-        text += " Published GFLOPs are at the input size their source states, ours at each run's evaluation size."
+        text += f" Published GFLOPs drawn only where their source states them at {resolution}, as ours are."
     if dataset != "cityscapes":
         text += (f" These runs were evaluated on {dataset}, not on Cityscapes: the published figures are a reference, "
                  "not a like-for-like comparison.")

@@ -12,6 +12,8 @@ from dashboard import loaders, tables
 from engine.classes import CATEGORIES, CLASS_CATEGORIES, CLASS_NAMES, NUM_CLASSES, PALETTE
 from engine.checkpoints import CheckpointError
 from engine.onnx_backend import OnnxUnavailable
+from engine.recommend import Budget, BudgetError, Recommendation
+from engine.setups import SetupError
 from engine.store import StoreVersionError
 
 TRAIN_HINT = ("Train and evaluate every variant in a few minutes with `python -m engine demo --no-dashboard` "
@@ -31,7 +33,7 @@ def runs_or_stop() -> pd.DataFrame:
     cannot be read or holds no runs."""
     url = loaders.store_url()
     try:
-        rows = loaders.leaderboard(url)
+        rows = loaders.leaderboard(url, loaders.cost_setup())
     except (StoreVersionError, SQLAlchemyError, OSError) as e:
         st.error(f"Cannot read the results store `{shown_url(url)}`: {str(e).splitlines()[0]}\n\n"
                  "Set `RESULTS_DB` to a SQLAlchemy URL of a results store, e.g. `sqlite:///results.db`.")
@@ -64,6 +66,67 @@ def models_or_stop() -> list[loaders.Model]:
                 f"(set `WEIGHTS_DIR` to use another).\n\n{TRAIN_HINT}")
         st.stop()
     return models
+
+
+def setup_picker() -> str | None:
+    """The sidebar's choice of the setup every page shows latency and FLOPs for (session state
+    "cost_setup"): figures measured on different setups are never shown together."""
+    try:
+        setups = loaders.cost_setups(loaders.store_url())
+    except (StoreVersionError, SQLAlchemyError, OSError):
+        return None  # the page says why the store cannot be read
+    if not setups:
+        return None
+    labels = {s["setup"]: f"{s['label']} · {s['runs']} run{'s' if s['runs'] != 1 else ''}" for s in setups}
+    if st.session_state.get("cost_setup") not in labels:
+        st.session_state["cost_setup"] = setups[0]["setup"]
+    return st.selectbox("Costs measured on", list(labels), key="cost_setup", format_func=labels.get,
+                        help="The device, threads, resolution and batch every latency and GFLOPs figure on every page "
+                             "holds for (`python -m engine profile --size WxH` measures another). Runs not measured "
+                             "on it show no latency.")
+
+
+def budget_inputs(setup: dict | None, rank_by: str = "miou", key: str = "budget") -> Budget:
+    """The budget picker's limits (empty: no limit) as a `engine.recommend.Budget` on `setup` (a
+    `Store.cost_setups()` row: what the latency and GFLOPs limits hold for), ranked by `rank_by`.
+    The inputs keep their values across pages (session state under `key`)."""
+    st.markdown("**Budget picker**: the most accurate model within every limit you set; leave a limit empty for none.")
+    label = setup["label"] if setup else None
+    c = st.columns(5)
+    return Budget(
+        max_latency_ms=c[0].number_input("Max latency (ms)", min_value=0.0, value=None, step=10.0, key=f"{key}_latency",
+                                         help=f"on {label}" if label else "no latency measured yet"),
+        max_size_mb=c[1].number_input("Max size (MB)", min_value=0.0, value=None, step=10.0, key=f"{key}_size",
+                                      help="the checkpoint on disk"),
+        max_gflops=c[2].number_input("Max GFLOPs", min_value=0.0, value=None, step=10.0, key=f"{key}_gflops",
+                                     help=f"one image at {setup['resolution']}" if setup else None),
+        min_miou=c[3].number_input("Min clean mIoU", min_value=0.0, max_value=1.0, value=None, step=0.01,
+                                   key=f"{key}_miou"),
+        min_rpc=c[4].number_input("Min rPC", min_value=0.0, max_value=1.0, value=None, step=0.05, key=f"{key}_rpc",
+                                  help="mPC / clean mIoU: the share of accuracy kept under corruptions"),
+        latency_setup=setup["setup"] if setup else None, rank_by=rank_by)
+
+
+def recommendation(budget: Budget, dataset: str) -> Recommendation | None:
+    """The budget's answer, said on the page (recommended and why, or why none); None when the
+    store cannot answer it (the reason is shown)."""
+    try:
+        answer = loaders.recommendation(loaders.store_url(), budget, dataset)
+    except (BudgetError, SetupError) as e:
+        st.warning(str(e))
+        return None
+    if answer.recommended:
+        st.success(f"**Recommended: {answer.recommended}**: {answer.reason.split(': ', 1)[1]}",
+                   icon=":material/verified:")
+    else:
+        st.warning(answer.reason, icon=":material/block:")
+    return answer
+
+
+def current_setup() -> dict | None:
+    """The `Store.cost_setups()` row of the setup chosen in the sidebar (None when nothing is measured)."""
+    setups = loaders.cost_setups(loaders.store_url())
+    return next((s for s in setups if s["setup"] == loaders.cost_setup()), setups[0] if setups else None)
 
 
 def backend_picker() -> str:

@@ -164,7 +164,8 @@ def cmd_evaluate(a) -> int:
         return 2
     results = _per_condition(a, lambda m, store, root, condition: evaluate_loaded(
         m, dataset=a.dataset, data_root=root, condition=condition, label_format=a.label_format, split=a.split,
-        store=store, save_predictions=a.save_predictions, keep_predictions=a.keep_predictions, progress=not a.json))
+        store=store, save_predictions=a.save_predictions, keep_predictions=a.keep_predictions,
+        deploy_sizes=a.deploy_size, progress=not a.json))
     if results is None:  # a torchrun rank other than 0: rank 0 prints and records
         return 0
     if a.json:  # "mIoU": the spelling users of earlier output read; a list when several conditions were asked for
@@ -180,16 +181,93 @@ def cmd_evaluate(a) -> int:
                   f"within {res['boundary_fraction']:.0%} of the image diagonal of a ground-truth boundary, and the rest)")
         for name, iou in res["per_class_iou"].items():
             print(f"    {name:15s} {'   n/a' if iou is None else f'{iou:.4f}'}")
-        if "params" in res:
-            print(f"  params {res['params'] / 1e6:.2f}M   checkpoint {res['size_mb']:.1f} MB   {res['gflops']:.2f} GFLOPs"
-                  f"   latency {res['latency_ms']:.1f} ms ({res['device']}, {res['threads']} threads, "
-                  f"{res['precision']}, {res['resolution']})")
+        for prof in res.get("profiles", []):
+            print(_cost_line(prof))
     if a.save_predictions:
         print(f"  predictions (label ids, official evaluator format) in {a.save_predictions}")
     for res in results:
         if res.get("predictions_dir"):
             print(f"  predictions kept (trainIds) in {res['predictions_dir']}")
     return 0
+
+
+def _cost_line(prof: dict) -> str:
+    """One profile (`engine.profiling.Profile` as a dict), its setup beside every figure."""
+    return (f"  at {prof['resolution']}: {prof['gflops']:.2f} GFLOPs   latency {prof['latency_ms']:.1f} ms (batch "
+            f"{prof['batch']}, {prof['device']}, {prof['threads']} threads, {prof['precision']})   params "
+            f"{prof['params'] / 1e6:.2f}M   checkpoint {prof['size_mb']:.1f} MB")
+
+
+def cmd_profile(a) -> int:
+    from engine.evaluate import load_checkpoint, profile_checkpoint
+    from engine.store import Store
+
+    store = Store(a.db)
+    if a.all:
+        targets = [(r["variant"], r["checkpoint"]) for r in store.runs(status="completed")
+                   if r.get("checkpoint") and Path(r["checkpoint"]).is_file()]
+        targets = list(dict.fromkeys(targets))
+    elif a.variant or a.checkpoint:
+        targets = [(v, None) for v in a.variant or []] + [(None, c) for c in a.checkpoint or []]
+    else:
+        print("error: give --variant NAME..., --checkpoint PATH... or --all", file=sys.stderr)
+        return 2
+    out = []
+    for variant, checkpoint in targets:
+        m = load_checkpoint(variant=variant if checkpoint is None else None, checkpoint=checkpoint,
+                            weights_dir=a.weights_dir, store=store, device=a.device)
+        rows = profile_checkpoint(m, sizes=a.size, batch=a.batch, repeats=a.repeats, store=store)
+        out += rows
+        if not a.json:
+            print(f"{m.variant} ({m.path}):")
+            for prof in rows:
+                print(_cost_line(prof))
+    if a.json:
+        print(json.dumps(out))
+    return 0
+
+
+def cmd_recommend(a) -> int:
+    from engine.recommend import Budget, format_recommendation, recommend
+    from engine.store import Store
+
+    budget = Budget(max_latency_ms=a.max_latency_ms, latency_setup=a.latency_setup, max_size_mb=a.max_size_mb,
+                    max_gflops=a.max_gflops, min_miou=a.min_miou, min_rpc=a.min_rpc, rank_by=a.rank_by)
+    with Store(a.db) as store:
+        rec = recommend(store, budget, dataset=a.dataset)
+    print(json.dumps(rec.to_json(), default=str) if a.json else format_recommendation(rec))
+    return 0
+
+
+def cmd_report(a) -> int:
+    from engine.recommend import Budget
+    from engine.store import Store
+    from dashboard.report import write_report  # the entry point: the report draws the dashboard's own figures
+
+    budget = Budget(max_latency_ms=a.max_latency_ms, latency_setup=a.latency_setup, max_size_mb=a.max_size_mb,
+                    max_gflops=a.max_gflops, min_miou=a.min_miou, min_rpc=a.min_rpc, rank_by=a.rank_by)
+    html = None if a.pdf and a.out is None else (a.out or "report.html")
+    with Store(a.db) as store:
+        out = write_report(store, html_path=html, pdf_path=a.pdf, dataset=a.dataset, run_ids=a.runs, title=a.title,
+                           budget=budget, date=a.date)
+    for kind in ("html", "pdf"):
+        if out.get(kind):
+            print(f"{kind.upper()}: {out[kind]}")
+    print(f"{len(out['runs'])} runs; recommended: {out['recommended'] or 'none within the budget'}")
+    return 0
+
+
+def _budget_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-latency-ms", type=float, metavar="MS")
+    p.add_argument("--latency-setup", metavar="WORDS",
+                   help="the setup the latencies hold for, by words of its name ('1024x512', 'cuda', 'xeon "
+                        "2 threads'); default: the setup most runs were measured on")
+    p.add_argument("--max-size-mb", type=float, metavar="MB", help="checkpoint size on disk")
+    p.add_argument("--max-gflops", type=float, metavar="G", help="per image, at the setup's resolution")
+    p.add_argument("--min-miou", type=float, metavar="X", help="clean mIoU (a fraction)")
+    p.add_argument("--min-rpc", type=float, metavar="X", help="rPC: mPC / clean mIoU (a fraction)")
+    p.add_argument("--rank-by", default="miou", metavar="ACCURACY",
+                   help="miou (default) | mpc | miou@DATASET[/CONDITION], e.g. miou@acdc/night")
 
 
 def cmd_robustness(a) -> int:
@@ -493,11 +571,16 @@ def cmd_runs(a) -> int:
     from engine.leaderboard import format_leaderboard
     from engine.store import Store
 
-    rows = Store(a.db).leaderboard(dataset=a.dataset, arch=a.arch, status=a.status)
+    from engine.setups import resolve_setup
+
+    store = Store(a.db)
+    setup = resolve_setup(a.setup, [x["setup"] for x in store.cost_setups()], store.default_setup())
+    rows = store.leaderboard(dataset=a.dataset, arch=a.arch, status=a.status, setup=setup)
     if a.json:
         keep = ("run_id", "variant", "arch", "dataset", "status", "miou", "pixel_accuracy", "mpc", "rpc", "params",
-                "size_mb", "gflops", "latency_ms", "train_seconds", "images_per_second", "device", "profile",
-                "parent_variant", "method", "ratio")
+                "size_mb", "gflops", "latency_ms", "latency_precision", "latency_resolution", "cost_setup",
+                "cost_setup_label", "train_seconds", "images_per_second", "device", "profile", "parent_variant",
+                "method", "ratio")
         print(json.dumps([{**{k: r.get(k) for k in keep}, "mIoU": r.get("miou")} for r in rows], default=str))
     else:
         print(format_leaderboard(rows) if rows else "no runs yet: train one with `python -m engine train --variant NAME` "
@@ -619,9 +702,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each image's predicted trainIds (PNG) with the evaluation, for the Drill-down page "
                         "(under $SEGBENCH_PREDICTIONS_DIR, default data/predictions)")
     p.add_argument("--json", action="store_true", help="print one JSON object (a list of them for several conditions)")
+    p.add_argument("--deploy-size", action=ListFlag, item=_size, metavar="WxH",
+                   help="the resolutions to profile FLOPs and latency at (default: $SEGBENCH_DEPLOY_SIZES or 1024x512)")
     _dataset_flags(p)
     _common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("profile", help="what checkpoints cost (FLOPs, latency, size) at deployment resolutions, "
+                                       "recorded with their setup")
+    p.add_argument("--variant", action=ListFlag, help="the variants' best.pt in the weights folder")
+    p.add_argument("--checkpoint", action=ListFlag, paths=True, help="checkpoint files")
+    p.add_argument("--all", action="store_true", help="every completed run whose checkpoint is on disk")
+    p.add_argument("--size", action=ListFlag, item=_size, metavar="WxH",
+                   help="resolutions (default: $SEGBENCH_DEPLOY_SIZES or 1024x512)")
+    p.add_argument("--batch", type=int, default=1, help="images per timed forward (default 1)")
+    p.add_argument("--repeats", type=int, help="timed forwards (default: the recipe's latency_repeats)")
+    p.add_argument("--json", action="store_true", help="one JSON list of the profiles")
+    _common(p, data=False)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("recommend", help="the budget picker: which model, given limits on latency, size, "
+                                         "GFLOPs, mIoU, rPC")
+    p.add_argument("--dataset", help="the runs trained on this dataset (default: the one most runs were)")
+    _budget_flags(p)
+    p.add_argument("--json", action="store_true",
+                   help="one object: recommended, reason, ranked, excluded (each with a reason), published")
+    _common(p, data=False, weights=False, device=False)
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("report", help="a self-contained HTML report (and a PDF): the recommendation under a budget, "
+                                      "the leaderboard, trade-offs, robustness, what every number stands on")
+    p.add_argument("--out", metavar="HTML", help="the HTML file (default report.html; none with only --pdf)")
+    p.add_argument("--pdf", metavar="PDF", help="also print it to this PDF (headless Chromium)")
+    p.add_argument("--dataset", help="the runs trained on this dataset (default: the one most runs were)")
+    p.add_argument("--runs", action=ListFlag, item=int, metavar="ID", help="only these run ids (default: all evaluated)")
+    p.add_argument("--title", help="the report's title")
+    p.add_argument("--date", help="the date printed on it (default none: two reports of one store are identical)")
+    _budget_flags(p)
+    _common(p, data=False, weights=False, device=False)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("robustness", help="mIoU under the ImageNet-C/Cityscapes-C corruptions: mPC, rPC, per group")
     p.add_argument("--variant")
@@ -684,6 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset")
     p.add_argument("--arch")
     p.add_argument("--status")
+    p.add_argument("--setup", metavar="WORDS", help="the setup costs are shown for ('1024x512', 'cuda'; "
+                                                    "default: the one most runs were measured on)")
     _common(p, data=False, weights=False, device=False)
     p.set_defaults(func=cmd_runs)
 

@@ -124,7 +124,7 @@ def prune(model: torch.nn.Module, ratio: float, size: tuple[int, int], *, import
         raise CompressError(f"--importance must be one of {IMPORTANCES}, got {importance!r}")
     model.eval()
     dev = next(model.parameters()).device
-    before = gflops(model, size, dev)
+    before = gflops(model, size)
     target, steps, after = (1.0 - ratio) * before, 0, before
     if ratio > 0:
         imp = tp.importance.GroupMagnitudeImportance(p=1) if importance == "l1" else tp.importance.GroupTaylorImportance()
@@ -141,7 +141,7 @@ def prune(model: torch.nn.Module, ratio: float, size: tuple[int, int], *, import
                 _accumulate_gradients(model, grad_batches, loss_fn)
             pruner.step()
             steps += 1
-            after = gflops(model, size, dev)
+            after = gflops(model, size)
         model.zero_grad(set_to_none=True)
     return {"gflops_before": before, "gflops_after": after, "flops_ratio": after / before,
             "channel_ratio": MAX_CHANNEL_RATIO * steps / PRUNE_STEPS, "steps": steps, "flops_size": list(size)}

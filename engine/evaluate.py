@@ -154,11 +154,14 @@ def evaluate_checkpoint(*, variant: str | None = None, checkpoint=None, weights_
 
 def evaluate_loaded(m: Loaded, *, dataset: str = "cityscapes", data_root=None, condition: str | None = None,
                     label_format: str | None = None, split: str = "val", store=None, save_predictions=None,
-                    keep_predictions: bool = False, latency_repeats: int | None = None, progress: bool = True) -> dict:
+                    keep_predictions: bool = False, latency_repeats: int | None = None,
+                    deploy_sizes: list[tuple[int, int]] | None = None, progress: bool = True) -> dict:
     """Evaluate a loaded checkpoint on a split of `dataset` (`engine.data.open_dataset`: cityscapes,
     acdc with a `condition`, bdd100k, kitti, folder), record it in the store; returns the summary:
     what was evaluated, the metrics (`Metrics`' fields) and, on Cityscapes (the layout models train
-    on), the profile (`Profile`'s fields): cost belongs to the model, not to the streets it is shown.
+    on), what the model costs at each deployment resolution (`deploy_sizes`, default
+    `settings.deploy_sizes()`: 1024x512): `profiles` (`Profile`s as dicts), the first one's fields
+    also at the top level. Cost belongs to the model, not to the streets it is shown.
 
     Every image is also scored on its own (`engine.metrics.ImageResults`: its confusion counts, over
     all its pixels and within its boundary band); the store records those rows with the evaluation,
@@ -184,17 +187,15 @@ def evaluate_loaded(m: Loaded, *, dataset: str = "cityscapes", data_root=None, c
                    **dataclasses.asdict(metrics), "predictions_dir": keep_dir}
         if not distributed.is_main():  # rank 0 alone profiles and records
             return summary
-        prof = None
-        if dataset == "cityscapes":
-            prof = profiling.profile(m.model, m.path, m.size, m.device,
-                                     repeats=latency_repeats or m.recipe["schedule"].get("latency_repeats", 10))
-            summary.update(dataclasses.asdict(prof))
+        profiles = profile_sizes(m, deploy_sizes, repeats=latency_repeats) if dataset == "cityscapes" else []
+        if profiles:
+            summary.update(dataclasses.asdict(profiles[0]), profiles=[dataclasses.asdict(p) for p in profiles])
         if store is not None:
             run = store.run_by_uid(m.run_uid)
             summary["evaluation_id"] = store.record_evaluation(
                 run_id=run["id"] if run else None, variant=m.variant, checkpoint=str(m.path),
                 checkpoint_sha256=m.sha256, dataset=data.name, condition=data.condition, split=data.split,
-                eval_size=m.eval_size, metrics=metrics, profile=prof, images=per_image.results,
+                eval_size=m.eval_size, metrics=metrics, profiles=profiles, images=per_image.results,
                 source={"kind": dataset, "root": str(Path(data.root).resolve()), "label_format": label_format},
                 predictions_dir=keep_dir)
     except BaseException:
@@ -202,6 +203,31 @@ def evaluate_loaded(m: Loaded, *, dataset: str = "cityscapes", data_root=None, c
             shutil.rmtree(keep_dir, ignore_errors=True)
         raise
     return summary
+
+
+def profile_sizes(m: Loaded, sizes: list[tuple[int, int]] | None = None, *, repeats: int | None = None,
+                  batch: int = 1) -> list[profiling.Profile]:
+    """What a loaded checkpoint costs at each of `sizes` (default `settings.deploy_sizes()`: 1024x512)
+    on its device; `repeats` timed forwards (default the recipe's `latency_repeats`)."""
+    repeats = repeats or m.recipe["schedule"].get("latency_repeats", 10)
+    return [profiling.profile(m.model, m.path, size, m.device, repeats=repeats, batch=batch)
+            for size in settings.deploy_sizes(sizes)]
+
+
+def profile_checkpoint(m: Loaded, *, sizes: list[tuple[int, int]] | None = None, batch: int = 1,
+                       repeats: int | None = None, store=None) -> list[dict]:
+    """`python -m engine profile`: `profile_sizes`, each recorded in the store as a cost profile of
+    the checkpoint's run (no evaluation: the costs alone, e.g. at another resolution or on another
+    device). Returns the profiles as dicts, with `setup` and `cost_profile_id`."""
+    out = []
+    run = store.run_by_uid(m.run_uid) if store is not None else None
+    for prof in profile_sizes(m, sizes, repeats=repeats, batch=batch):
+        row = {**dataclasses.asdict(prof), "setup": prof.setup, "variant": m.variant, "checkpoint": str(m.path)}
+        if store is not None:
+            row["cost_profile_id"] = store.record_profile(prof, run_id=run["id"] if run else None, variant=m.variant,
+                                                          checkpoint=str(m.path), checkpoint_sha256=m.sha256)
+        out.append(row)
+    return out
 
 
 def image_results_for(data, indices) -> ImageResults:

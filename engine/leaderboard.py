@@ -21,6 +21,10 @@ def format_leaderboard(rows: list[dict]) -> str:
                      f"{f(r.get('pixel_accuracy'), '7.4f')} {f(r.get('mpc'), '7.4f')} {f(r.get('rpc'), '6.3f')} "
                      f"{f(params, '7.2f')}M {f(r.get('size_mb'), '8.1f')} "
                      f"{f(r.get('gflops'), '8.2f')} {f(r.get('latency_ms'), '8.1f')} {f(r.get('train_seconds'), '8.1f')}")
+    setup = next((r["cost_setup_label"] for r in rows if r.get("cost_setup_label")), None)
+    if setup:
+        lines.append(f"(GFLOPs of one image and latency in ms on {setup}; each model at its own precision: "
+                     "fp32, bf16 autocast on CUDA, int8 for an INT8 model)")
     if any(r["dataset"] == "synthetic" for r in rows):
         lines.append("(dataset 'synthetic': numbers on the built-in synthetic street scenes, not Cityscapes)")
     if any(r.get("mpc") is not None for r in rows):

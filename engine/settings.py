@@ -14,6 +14,8 @@
   <repo>/data/corruption-cache); safe to delete, refilled on demand.
 - SEGBENCH_PREDICTIONS_DIR: where `evaluate --keep-predictions` keeps each image's predicted label
   map (default <repo>/data/predictions; one folder per evaluation, which the store points to)
+- SEGBENCH_DEPLOY_SIZES: the resolutions (WxH, comma-separated) every evaluated model is profiled
+  at, its FLOPs and latency (`engine.profiling`); default 1024x512
 - SEGBENCH_OFFLINE (or the hubs' own HF_HUB_OFFLINE, TORCH_HUB_OFFLINE) = 1: never download
   pretrained weights; a recipe that needs weights that are not cached fails at once, with the
   path to put them at (`engine.models.pretrained`).
@@ -64,6 +66,31 @@ def corruption_cache(override: str | os.PathLike | None = None, *, default: bool
 def predictions_dir(override: str | os.PathLike | None = None) -> Path:
     """Where `evaluate --keep-predictions` writes: <this>/<variant>/<evaluation folder>/<stem>.png."""
     return Path(override or os.environ.get("SEGBENCH_PREDICTIONS_DIR") or DATA_DIR / "predictions")
+
+
+DEFAULT_DEPLOY_SIZES = "1024x512"  # half Cityscapes' 2048x1024: what a car or a city camera typically runs
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x512' -> (1024, 512); ValueError otherwise."""
+    try:
+        w, h = (int(v) for v in text.strip().lower().split("x"))
+    except ValueError:
+        raise ValueError(f"a size is WxH, e.g. 1024x512; got {text!r}") from None
+    if w < 1 or h < 1:
+        raise ValueError(f"a size must be positive, got {text!r}")
+    return w, h
+
+
+def deploy_sizes(override: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """The resolutions models are profiled at (SEGBENCH_DEPLOY_SIZES, default 1024x512), in order."""
+    if override:
+        return list(override)
+    text = os.environ.get("SEGBENCH_DEPLOY_SIZES") or DEFAULT_DEPLOY_SIZES
+    try:
+        return list(dict.fromkeys(parse_size(t) for t in text.split(",") if t.strip()))
+    except ValueError as e:
+        raise ValueError(f"SEGBENCH_DEPLOY_SIZES: {e}") from None
 
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 12000x4000 panorama; a 2048x1024 Cityscapes frame is 2.1 million

@@ -22,8 +22,15 @@ The schema carries a version (meta.schema_version). Opening a store of an older 
 knows migrates it in one write transaction (version 1 -> 2: add the `checkpoints` table; 2 -> 3: add
 `evaluations.condition` and the robustness tables; 3 -> 4: add `runs.parent_run_id` and
 `runs.derivation`; 4 -> 5: add the evaluations' confusion matrices, data source and kept
-predictions, and the `image_results` table; 5 -> 6: the `published_results` table and `runs.source`);
+predictions, and the `image_results` table; 5 -> 6: the `published_results` table and `runs.source`;
+6 -> 7: the `cost_profiles` table, filled with the costs older evaluations carried);
 any other version is refused with StoreVersionError before anything is written.
+
+What a model costs (`cost_profiles`, `engine.profiling.Profile`) is measured at a deployment
+resolution on a setup: device kind and name, threads, resolution, batch (`setup`, one spelling:
+`engine.profiling.setup_key`). A run may be profiled on several setups; a query of costs names
+the setup it wants (`leaderboard(setup=)`, default the setup the most runs were measured on), and
+never mixes two: a run not measured on it has no latency there.
 
 A derived run (`engine.compress`: a pruned or INT8 version of a trained model) names its parent run
 (`parent_run_id`) and how it was made (`derivation`: method, ratio, importance, fine-tune and
@@ -72,15 +79,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from engine import settings
 from engine.classes import CLASS_NAMES
 from engine.errors import UserError
+from engine.setups import parse_setup, setup_key, setup_label
 
 if TYPE_CHECKING:   # the objects record_evaluation reads (no import of torch at run time)
     from engine.metrics import ImageResult, Metrics
     from engine.profiling import Profile
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # older versions that migrating is purely additive for: create the new tables, add the new columns
 # (ADDED_COLUMNS: table -> (column, SQL type and default) added by a later version)
-MIGRATABLE = {"1", "2", "3", "4", "5"}
+MIGRATABLE = {"1", "2", "3", "4", "5", "6"}
 ADDED_COLUMNS = {"evaluations": (("condition", "VARCHAR(32) NOT NULL DEFAULT ''"), ("confusion", "JSON"),
                                  ("boundary_confusion", "JSON"), ("boundary_fraction", "FLOAT"),
                                  ("data_kind", "VARCHAR(32)"), ("data_root", "VARCHAR(1024)"),
@@ -211,6 +219,8 @@ class Evaluation(Base):
     latency_precision: Mapped[str | None] = mapped_column(String(32))
     latency_resolution: Mapped[str | None] = mapped_column(String(32))
     peak_memory_mb: Mapped[float | None] = mapped_column(Float)
+    # ^ the cost columns above: written by schema versions before 7 (at the evaluation size), moved to
+    # cost_profiles on migration; costs are now cost_profiles rows, at deployment resolutions
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
     confusion: Mapped[list | None] = mapped_column(JSON)            # 19x19, ground truth x prediction
     boundary_confusion: Mapped[list | None] = mapped_column(JSON)   # the same within the boundary band
@@ -255,6 +265,31 @@ class ClassIoU(Base):
     class_id: Mapped[int] = mapped_column(Integer)
     class_name: Mapped[str] = mapped_column(String(32))
     iou: Mapped[float | None] = mapped_column(Float)
+
+
+class CostProfile(Base):
+    """What a checkpoint costs on one setup (`engine.profiling.Profile`): its size and parameters,
+    FLOPs of one image at `resolution`, the median latency of a forward of `batch` images."""
+    __tablename__ = "cost_profiles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id", ondelete="SET NULL"))
+    variant: Mapped[str] = mapped_column(String(128))
+    checkpoint: Mapped[str] = mapped_column(String(1024))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    setup: Mapped[str] = mapped_column(String(255), index=True)     # engine.profiling.setup_key
+    device_type: Mapped[str] = mapped_column(String(16))             # cpu | cuda
+    device: Mapped[str] = mapped_column(String(128))
+    threads: Mapped[int | None] = mapped_column(Integer)
+    resolution: Mapped[str] = mapped_column(String(32))              # WxH
+    batch: Mapped[int] = mapped_column(Integer, default=1)
+    precision: Mapped[str] = mapped_column(String(32))               # the model's own: fp32, bf16-autocast, int8
+    params: Mapped[int | None] = mapped_column(Integer)
+    size_mb: Mapped[float | None] = mapped_column(Float)
+    gflops: Mapped[float | None] = mapped_column(Float)              # one image at `resolution`
+    latency_ms: Mapped[float | None] = mapped_column(Float)          # one forward of `batch` images
+    peak_memory_mb: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
 class CheckpointFile(Base):
@@ -389,6 +424,14 @@ def _image_row(evaluation_id: int, r: ImageResult) -> dict:
                 confusion=[[int(g), int(p), int(r.confusion[g, p])] for g, p in zip(*cells)])
 
 
+def _cost_row(p: Profile, *, run_id, evaluation_id, variant, checkpoint, checkpoint_sha256) -> CostProfile:
+    return CostProfile(run_id=run_id, evaluation_id=evaluation_id, variant=variant, checkpoint=str(checkpoint),
+                       checkpoint_sha256=checkpoint_sha256, setup=p.setup, device_type=p.device_type, device=p.device,
+                       threads=_i(p.threads), resolution=p.resolution, batch=int(p.batch), precision=p.precision,
+                       params=_i(p.params), size_mb=_f(p.size_mb), gflops=_f(p.gflops), latency_ms=_f(p.latency_ms),
+                       peak_memory_mb=_f(p.peak_memory_mb), created_at=_now())
+
+
 def recipe_columns(hp: dict) -> dict:
     """The recipe values the leaderboard shows, from a run's stored hyperparameters (a recipe's
     `to_dict()`; older or hand-written runs may lack any part): optimizer, lr, weight_decay,
@@ -467,6 +510,27 @@ def _engine_for(url: str):
     return eng
 
 
+def _move_evaluation_costs(conn) -> None:
+    """Schema 6 -> 7: each evaluation's cost columns (profiled at the evaluation size) become a
+    cost_profiles row of that setup (CUDA where the precision was bf16 autocast, batch 1)."""
+    ev = Evaluation.__table__
+    rows = conn.execute(select(ev).where(ev.c.latency_ms.is_not(None) | ev.c.gflops.is_not(None))).mappings().all()
+    out = []
+    for r in rows:
+        kind = "cuda" if str(r["latency_precision"] or "").startswith("bf16") else "cpu"
+        resolution = r["latency_resolution"] or r["eval_size"]
+        device = r["latency_device"] or "unknown"
+        out.append(dict(run_id=r["run_id"], evaluation_id=r["id"], variant=r["variant"], checkpoint=r["checkpoint"],
+                        checkpoint_sha256=r["checkpoint_sha256"], device_type=kind, device=device,
+                        threads=r["latency_threads"], resolution=resolution, batch=1,
+                        setup=setup_key(kind, device, r["latency_threads"], resolution, 1),
+                        precision=r["latency_precision"] or "fp32", params=r["params"], size_mb=r["size_mb"],
+                        gflops=r["gflops"], latency_ms=r["latency_ms"], peak_memory_mb=r["peak_memory_mb"],
+                        created_at=r["created_at"]))
+    if out:
+        conn.execute(CostProfile.__table__.insert(), out)
+
+
 _WRITE = "segbench_write"  # execution option of Store._writer: its transactions take the write lock first
 _SCHEMA_LOCK = 0x5E6BE7C4  # pg_advisory_xact_lock key held while creating or migrating the schema
 
@@ -531,6 +595,8 @@ class Store:
                     for name, ddl in columns:
                         if name not in have:
                             conn.execute(text(f'ALTER TABLE {table} ADD COLUMN "{name}" {ddl}'))
+            if version is not None and int(version) < 7:
+                _move_evaluation_costs(conn)
             if version is None:
                 conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
             else:
@@ -642,21 +708,16 @@ class Store:
 
     def record_evaluation(self, *, run_id: int | None, variant: str, checkpoint, checkpoint_sha256: str | None,
                           dataset: str, split: str, eval_size: str, metrics: Metrics,
-                          profile: Profile | None = None, condition: str = "",
+                          profiles: list[Profile] = (), condition: str = "",
                           images: list[ImageResult] | None = None, source: dict | None = None,
                           predictions_dir: str | None = None) -> int:
-        """One evaluation (`engine.metrics.Metrics`) with the cost profile measured beside it
-        (`engine.profiling.Profile`; None leaves those columns empty), its per-class IoUs, its images'
-        rows (`engine.metrics.ImageResult`), where they came from (`source`: kind, root, label_format)
-        and the folder of its kept predictions, all in one transaction."""
+        """One evaluation (`engine.metrics.Metrics`) with the cost profiles measured beside it
+        (`engine.profiling.Profile`, one per deployment setup: cost_profiles rows), its per-class IoUs,
+        its images' rows (`engine.metrics.ImageResult`), where they came from (`source`: kind, root,
+        label_format) and the folder of its kept predictions, all in one transaction."""
         unknown = set(metrics.per_class_iou) - set(CLASS_NAMES)
         if unknown:
             raise ValueError(f"unknown class names in per_class_iou: {sorted(unknown)}")
-        cost = {} if profile is None else dict(
-            params=_i(profile.params), size_mb=_f(profile.size_mb), gflops=_f(profile.gflops),
-            latency_ms=_f(profile.latency_ms), latency_device=profile.device, latency_threads=_i(profile.threads),
-            latency_precision=profile.precision, latency_resolution=profile.resolution,
-            peak_memory_mb=_f(profile.peak_memory_mb))
         source = source or {}
         ev = Evaluation(run_id=run_id, variant=variant, checkpoint=str(checkpoint),
                         checkpoint_sha256=checkpoint_sha256, dataset=dataset, condition=condition or "",
@@ -667,7 +728,7 @@ class Store:
                         boundary_confusion=_jsonable(metrics.boundary_confusion),
                         boundary_fraction=_f(metrics.boundary_fraction), data_kind=source.get("kind"),
                         data_root=source.get("root"), label_format=source.get("label_format"),
-                        predictions_dir=None if predictions_dir is None else str(predictions_dir), **cost)
+                        predictions_dir=None if predictions_dir is None else str(predictions_dir))
         ev.class_rows = [ClassIoU(class_id=i, class_name=name, iou=_f(metrics.per_class_iou[name]))
                          for i, name in enumerate(CLASS_NAMES) if name in metrics.per_class_iou]
         with Session(self._writer) as s, s.begin():
@@ -675,7 +736,20 @@ class Store:
             s.flush()
             if images:
                 s.execute(ImageResultRow.__table__.insert(), [_image_row(ev.id, r) for r in images])
+            for prof in profiles:
+                s.add(_cost_row(prof, run_id=run_id, evaluation_id=ev.id, variant=variant, checkpoint=checkpoint,
+                                checkpoint_sha256=checkpoint_sha256))
             return ev.id
+
+    def record_profile(self, profile: Profile, *, run_id: int | None, variant: str, checkpoint,
+                       checkpoint_sha256: str | None) -> int:
+        """One cost profile of a checkpoint on one setup (`python -m engine profile`)."""
+        row = _cost_row(profile, run_id=run_id, evaluation_id=None, variant=variant, checkpoint=checkpoint,
+                        checkpoint_sha256=checkpoint_sha256)
+        with Session(self._writer) as s, s.begin():
+            s.add(row)
+            s.flush()
+            return row.id
 
     def record_robustness(self, *, run_id: int | None, variant: str, checkpoint, checkpoint_sha256: str | None,
                           dataset: str, condition: str = "", split: str, eval_size: str, library: str,
@@ -786,12 +860,46 @@ class Store:
     def _latest_evaluations(self, s: Session, run_ids=None) -> dict[int, Evaluation]:
         return self._latest(s, Evaluation, run_ids)
 
-    def leaderboard(self, *, dataset=None, arch=None, status=None) -> list[dict]:
+    def cost_profiles(self, run_ids=None, *, setup: str | None = None) -> list[dict]:
+        """Every cost profile (oldest first), of these runs and/or on this setup, each with its `setup_label`."""
+        q = select(CostProfile).order_by(CostProfile.id)
+        if run_ids is not None:
+            q = q.where(CostProfile.run_id.in_(list(run_ids)))
+        if setup is not None:
+            q = q.where(CostProfile.setup == setup)
+        with Session(self._engine) as s:
+            return [_as_dict(c) | {"setup_label": setup_label(c.setup)} for c in s.scalars(q)]
+
+    def cost_setups(self) -> list[dict]:
+        """The setups costs were measured on: `setup` (the key), `label`, its parts (device_type,
+        device, threads, resolution, batch), `runs` (how many runs have a latency there) and `latest`
+        (when last measured); the setup most runs were measured on first (then one at the first
+        deployment resolution, `settings.deploy_sizes()`, then the latest)."""
+        q = (select(CostProfile.setup, func.count(func.distinct(CostProfile.run_id)), func.max(CostProfile.created_at))
+             .where(CostProfile.latency_ms.is_not(None)).group_by(CostProfile.setup))
+        with Session(self._engine) as s:
+            rows = [{"setup": key, "label": setup_label(key), **parse_setup(key), "runs": n,
+                     "latest": latest} for key, n, latest in s.execute(q)]
+        w, h = settings.deploy_sizes()[0]
+        return sorted(rows, key=lambda r: (-r["runs"], r["resolution"] != f"{w}x{h}",
+                                           -(r["latest"].timestamp() if r["latest"] else 0), r["setup"]))
+
+    def default_setup(self) -> str | None:
+        """The setup a cost query uses when none is named: the one most runs were measured on."""
+        setups = self.cost_setups()
+        return setups[0]["setup"] if setups else None
+
+    def leaderboard(self, *, dataset=None, arch=None, status=None, setup: str | None = None) -> list[dict]:
         """One row per run joined with its latest evaluation, sorted by mIoU descending (None last). A
         derived run's row also has `parent_run_id`, `parent_variant`, `method` and `ratio` (None for a
-        trained run) and its whole `derivation`."""
-        metrics = ("miou", "pixel_accuracy", "params", "size_mb", "gflops", "latency_ms", "latency_device",
-                   "latency_threads", "latency_precision", "latency_resolution", "eval_size", "split", "num_images")
+        trained run) and its whole `derivation`.
+
+        Costs are the run's latest profile on `setup` (default: `default_setup()`), named in every row
+        (`cost_setup`, `cost_setup_label`): `latency_ms` and its `latency_*` parts, `gflops` (at the
+        setup's resolution; from another device's profile at that resolution when the run has none on
+        this one: FLOPs depend on the resolution alone), `latency_resolution`; `params` and `size_mb`
+        (the checkpoint's, on any setup). A run not measured on the setup has no latency there."""
+        metrics = ("miou", "pixel_accuracy", "eval_size", "split", "num_images")
         rows = []
         with Session(self._engine) as s:
             runs = list(s.scalars(self._run_query(dataset, arch, status)))
@@ -799,23 +907,42 @@ class Store:
             sweeps = self._latest(s, RobustnessSweep, [r.id for r in runs])
             parents = {r.id: r.variant for r in s.scalars(select(Run).where(
                 Run.id.in_([r.parent_run_id for r in runs if r.parent_run_id is not None])))}
-            for r in runs:
-                hp, derivation = r.hyperparameters or {}, r.derivation or {}
-                ev, sweep = latest.get(r.id), sweeps.get(r.id)
-                rows.append({
-                    "run_id": r.id, "uid": r.uid, "variant": r.variant, "arch": r.arch, "backbone": r.backbone,
-                    "dataset": r.dataset, "status": r.status, "profile": r.profile, "device": r.device,
-                    "hyperparameters": hp, **recipe_columns(hp), "epochs_done": r.epochs_done, "best_miou": r.best_miou,
-                    **{m: (getattr(ev, m) if ev is not None else None) for m in metrics},
-                    "evaluation_id": ev.id if ev is not None else None,
-                    "mpc": sweep.mpc if sweep else None, "rpc": sweep.rpc if sweep else None,
-                    "robustness_id": sweep.id if sweep else None,
-                    "train_seconds": r.train_seconds, "images_per_second": r.images_per_second,
-                    "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
-                    "checkpoint": r.checkpoint, "parent_run_id": r.parent_run_id,
-                    "parent_variant": parents.get(r.parent_run_id), "method": derivation.get("method"),
-                    "ratio": derivation.get("ratio"), "derivation": r.derivation, "source": r.source,
-                })
+            costs = list(s.scalars(select(CostProfile).where(CostProfile.run_id.in_([r.id for r in runs]))
+                                   .order_by(CostProfile.id)))
+        setup = setup or self.default_setup()
+        resolution = parse_setup(setup)["resolution"] if setup else None
+        any_cost, on_setup, flops_at = {}, {}, {}
+        for c in costs:  # oldest first: the latest of each wins
+            any_cost[c.run_id] = c
+            if c.setup == setup:
+                on_setup[c.run_id] = c
+            if c.resolution == resolution and c.gflops is not None:
+                flops_at[c.run_id] = c.gflops
+        for r in runs:
+            hp, derivation = r.hyperparameters or {}, r.derivation or {}
+            ev, sweep = latest.get(r.id), sweeps.get(r.id)
+            cost, own = on_setup.get(r.id), any_cost.get(r.id)
+            rows.append({
+                "run_id": r.id, "uid": r.uid, "variant": r.variant, "arch": r.arch, "backbone": r.backbone,
+                "dataset": r.dataset, "status": r.status, "profile": r.profile, "device": r.device,
+                "hyperparameters": hp, **recipe_columns(hp), "epochs_done": r.epochs_done, "best_miou": r.best_miou,
+                **{m: (getattr(ev, m) if ev is not None else None) for m in metrics},
+                "evaluation_id": ev.id if ev is not None else None,
+                "params": own.params if own else None, "size_mb": own.size_mb if own else None,
+                "gflops": flops_at.get(r.id), "latency_ms": cost.latency_ms if cost else None,
+                "latency_device": cost.device if cost else None, "latency_threads": cost.threads if cost else None,
+                "latency_precision": cost.precision if cost else None,
+                "latency_resolution": resolution if r.id in flops_at or cost else None,
+                "latency_batch": cost.batch if cost else None, "peak_memory_mb": cost.peak_memory_mb if cost else None,
+                "cost_setup": setup, "cost_setup_label": setup_label(setup) if setup else None,
+                "mpc": sweep.mpc if sweep else None, "rpc": sweep.rpc if sweep else None,
+                "robustness_id": sweep.id if sweep else None,
+                "train_seconds": r.train_seconds, "images_per_second": r.images_per_second,
+                "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
+                "checkpoint": r.checkpoint, "parent_run_id": r.parent_run_id,
+                "parent_variant": parents.get(r.parent_run_id), "method": derivation.get("method"),
+                "ratio": derivation.get("ratio"), "derivation": r.derivation, "source": r.source,
+            })
         rows.sort(key=lambda d: (d["miou"] is None, -(d["miou"] or 0.0), d["run_id"]))
         return rows
 

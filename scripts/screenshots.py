@@ -8,7 +8,6 @@ Uses RESULTS_DB / WEIGHTS_DIR like the app (e.g. the results of `make demo`) and
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -17,16 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from dashboard import server  # noqa: E402
+from dashboard.browser import launch  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-PAGES = {"leaderboard": "", "tradeoffs": "tradeoffs", "per_class": "per_class", "robustness": "robustness",
+PAGES = {"leaderboard": "", "tradeoffs": "tradeoffs", "report": "report", "per_class": "per_class", "robustness": "robustness",
          "compare": "compare", "drilldown": "drilldown", "coverage": "coverage"}
-
-
-def launch(p):
-    return p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), headless=True,
-                             args=CHROMIUM_ARGS)
 
 
 def wait_idle(page, timeout_ms: int = 120_000) -> None:

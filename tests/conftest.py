@@ -10,6 +10,9 @@ import pytest
 
 # Tests never reach out for pretrained weights.
 os.environ.setdefault("SEGBENCH_OFFLINE", "1")
+# Evaluations profile FLOPs and latency at the tiny test images' size, not at the product's default 1024x512
+# (seconds per forward of a full-width model on 2 cores): tests/test_recommend.py profiles at the default.
+os.environ.setdefault("SEGBENCH_DEPLOY_SIZES", "64x32")
 
 from engine.config import load_recipe  # noqa: E402
 from engine.data.synthetic import write_synthetic_dataset  # noqa: E402

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import os
 import sqlite3
 import zipfile
 from pathlib import Path
@@ -60,7 +61,8 @@ def test_leaderboard_lists_every_run_with_failed_runs_marked(app, dashboard_data
     done = df[df["status"] == "completed"]
     assert done["miou"].between(0, 1).all() and (done["params_m"] > 0).all() and done["latency_ms"].notna().all()
     assert "TrainingDiverged" in _texts(at, "error")
-    assert {m.label for m in at.metric} >= {"Runs", "Best mIoU", "Fastest", "Smallest"}
+    # the latency is named with the resolution it holds for (the tests profile at 64x32: conftest)
+    assert {m.label for m in at.metric} >= {"Runs", "Best mIoU", "Fastest at 64x32", "Smallest"}
     smallest = next(m for m in at.metric if m.label == "Smallest")  # on disk: what a device must hold
     assert smallest.value == f"{done['size_mb'].min():.1f} MB"
     at.multiselect[2].set_value(["failed"]).run()  # status filter
@@ -677,3 +679,89 @@ def test_tradeoffs_overlay_published_results_as_hollow_markers_when_asked(app, p
     at.selectbox(key="tradeoff_axis").set_value("params_m").run()
     at.toggle(key="tradeoff_published").set_value(False).run()
     assert hollow() == {} and "Hollow markers" not in _texts(at, "caption") and not at.exception
+
+
+# ---------------------------------------------------------------- setups, the budget picker, the report
+
+@pytest.fixture(scope="module")
+def two_setups(dashboard_data, tmp_path_factory):
+    """A copy of `dashboard_data`'s store where the first variant was also profiled at 1024x512 (as
+    `python -m engine profile --size 1024x512` records it): two setups, one measuring both runs."""
+    from engine.profiling import Profile
+    from engine.store import Store
+
+    db = tmp_path_factory.mktemp("setups") / "results.db"
+    with sqlite3.connect(dashboard_data.db.removeprefix("sqlite:///")) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{db}"
+    with Store(url) as s:
+        run = next(r for r in s.leaderboard() if r["variant"] == dashboard_data.variants[0])
+        s.record_profile(Profile(params=run["params"], size_mb=run["size_mb"], gflops=512.0, latency_ms=4321.0,
+                                 device=run["latency_device"], threads=run["latency_threads"], precision="fp32",
+                                 resolution="1024x512"),
+                         run_id=run["run_id"], variant=run["variant"], checkpoint=run["checkpoint"], checkpoint_sha256=None)
+        setups = s.cost_setups()
+    return SimpleNamespace(env={**dashboard_data.env, "RESULTS_DB": url}, setups=setups)
+
+
+def test_every_cost_is_shown_for_the_setup_chosen_in_the_sidebar(app, dashboard_data, two_setups):
+    at = app("leaderboard", two_setups.env)
+    small, large = two_setups.setups  # the setup both runs were measured on comes first, and is the default
+    assert small["runs"] == 2 and large["runs"] == 1 and large["resolution"] == "1024x512"
+    picker = at.selectbox(key="cost_setup")
+    assert picker.value == small["setup"] and picker.options[1].startswith(large["label"])
+    assert "Fastest at 64x32" in {m.label for m in at.metric}
+    picker.set_value(large["setup"]).run()
+    df = at.dataframe[0].value.set_index("variant")
+    first, second = dashboard_data.variants
+    assert df.loc[first, "latency_ms"] == 4321.0 and df.loc[first, "gflops"] == 512.0
+    assert df.loc[first, "cost_resolution"] == "1024x512" and df.loc[first, "latency_setup"].endswith(
+        "1024x512, batch 1, fp32")
+    assert np.isnan(df.loc[second, "latency_ms"]) and np.isnan(df.loc[second, "gflops"])  # not measured there
+    assert {m.label: m.value for m in at.metric}["Fastest at 1024x512"] == "4321 ms"
+    at.switch_page("views/tradeoffs.py").run()  # the choice holds on every page
+    at.selectbox(key="tradeoff_axis").set_value("latency_ms").run()
+    spec = _spec(at.get("plotly_chart")[0])
+    assert spec["layout"]["xaxis"]["title"]["text"] == f"Latency (ms per image) on {large['label']}"
+    assert f"{second} (no Latency (ms per image) on {large['label']})" in _texts(at, "caption")
+
+
+def test_tradeoffs_budget_picker_recommends_and_says_why_the_others_are_out(app, derived_data):
+    at = app("tradeoffs", derived_data.env)
+    parent, figures = derived_data.parent, derived_data.figures
+    assert "Recommended: " in _texts(at, "success")  # no limit: the most accurate run
+    limit = figures[f"{parent}+int8"]["size_mb"] + 1  # only the two INT8 models are that small
+    assert figures[f"{parent}+prune0.5+int8"]["size_mb"] < limit < figures[f"{parent}+prune0.5"]["size_mb"]
+    assert figures[f"{parent}+int8"]["miou"] > figures[f"{parent}+prune0.5+int8"]["miou"]
+    at.number_input(key="budget_size").set_value(limit).run()
+    assert not at.exception
+    assert f"Recommended: {parent}+int8**: the highest clean mIoU" in _texts(at, "success")
+    ranked, excluded = _frame_with(at, "latency_precision"), _frame_with(at, "reason")
+    assert list(ranked["name"]) == [f"{parent}+int8", f"{parent}+prune0.5+int8"]
+    assert list(ranked["latency_precision"]) == ["int8", "int8"]
+    reasons = excluded.set_index("name")["reason"]
+    assert reasons[parent].startswith("checkpoint size (MB)") and reasons[parent].endswith(f"> {limit:.4g}")
+    spec = _spec(at.get("plotly_chart")[0])
+    assert [a["text"] for a in spec["layout"]["annotations"]] == ["recommended"]
+    at.number_input(key="budget_size").set_value(0.001).run()
+    assert "No model meets the budget" in _texts(at, "warning") and not at.exception
+
+
+def test_report_page_builds_both_files(app, dashboard_data):
+    from pypdf import PdfReader
+
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).is_file() and not os.environ.get("CI"):  # CI installs it: there its absence fails
+        pytest.skip(f"no Chromium at {chromium} to print the PDF (apt-get install chromium)")
+
+    at = app("report")
+    assert at.title[0].value == "Report"
+    assert set(at.multiselect(key="report_runs").value) == {r["run_id"] for r in _leaderboard(dashboard_data)}
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    built = at.session_state["report"]
+    html = built["html"].decode()
+    assert all(v in html for v in dashboard_data.variants) and html.startswith("<!DOCTYPE html>")
+    pdf = PdfReader(io.BytesIO(built["pdf"]))
+    assert len(pdf.pages) >= 2
+    assert [b.proto.label for b in at.get("download_button")] == ["Download HTML", "Download PDF"]

@@ -22,12 +22,13 @@ import pytest
 from PIL import Image
 
 from dashboard import server
+from dashboard.browser import launch
 from engine import video
 from engine.coverage import CSV_COLUMNS
 from engine.classes import NUM_CLASSES
 from engine.data.synthetic import render_scene
 from engine.runtime import PRECISIONS
-from scripts.screenshots import PAGES, choose, launch, wait_idle
+from scripts.screenshots import PAGES, choose, wait_idle
 
 # every precision a caption can name: whichever the calibration of this CPU picks (bf16, mixed, fp32) is right
 SHOWN_PRECISIONS = "|".join(p for p in PRECISIONS if p != "auto")
@@ -41,7 +42,7 @@ if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
-TITLES = {"leaderboard": "Leaderboard", "tradeoffs": "Trade-offs", "per_class": "Per-class IoU",
+TITLES = {"leaderboard": "Leaderboard", "tradeoffs": "Trade-offs", "report": "Report", "per_class": "Per-class IoU",
           "robustness": "Robustness", "compare": "Compare two models", "drilldown": "Drill-down",
           "coverage": "Class coverage"}
 WIDTH, HEIGHT = 1400, 900
@@ -137,8 +138,8 @@ def test_every_page_renders_without_errors(page, name, out_dir):
     open_page(page, name)
     # reached by its own URL, a page still runs inside the app's navigation (not as a bare script)
     nav = page.locator("[data-testid='stSidebarNav'] [data-testid='stSidebarNavLink']")
-    expect(nav).to_have_text([re.compile(f"{t}$") for t in ("Leaderboard", "Trade-offs", "Per-class", "Robustness",
-                                                            "Compare", "Drill-down", "Coverage")])  # after the icon's ligature name
+    expect(nav).to_have_text([re.compile(f"{t}$") for t in ("Leaderboard", "Trade-offs", "Report", "Per-class",
+                                                            "Robustness", "Compare", "Drill-down", "Coverage")])  # after the icon's ligature name
     expect(page.locator("[data-testid='stSidebarUserContent'] h3")).to_have_text(re.compile("segbench$"))
     assert_healthy(page)
     assert screenshot(page, out_dir / f"{name}.png").stat().st_size > 10_000
@@ -186,7 +187,7 @@ def test_tradeoffs_click_selects_a_model_for_compare(page, dashboard_data):
     open_page(page, "tradeoffs")
     chart = page.locator("[data-testid='stPlotlyChart']").first
     click_point(page, chart, chart.locator(".scatterlayer path.point").first)
-    message = page.locator("[data-testid='stAlertContentSuccess']")
+    message = page.locator("[data-testid='stAlertContentSuccess']").filter(has_text="Selected for Compare")
     rerun_after(page, message)
     expect(message).to_have_text(re.compile(
         "^Selected for Compare: model A = (" + "|".join(map(re.escape, dashboard_data.variants)) + ")$"))
@@ -315,6 +316,22 @@ def test_coverage_of_two_uploads_exports_a_tidy_csv(page, dashboard_data, tmp_pa
         assert sorted(int(r["class_id"]) for r in mine) == list(range(NUM_CLASSES))
         assert sum(int(r["pixels"]) for r in mine) == w * h
         assert sum(float(r["share"]) for r in mine) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_report_page_builds_and_downloads_the_html_and_the_pdf(page, dashboard_data, tmp_path, out_dir):
+    from pypdf import PdfReader
+
+    open_page(page, "report")
+    page.get_by_role("button", name="Build the report").click()
+    rerun_after(page, page.get_by_role("button", name="Download PDF", exact=True))
+    assert_healthy(page)
+    screenshot(page, out_dir / "report_page.png")
+    html = download(page, "Download HTML", tmp_path / "report.html").read_text(encoding="utf-8")
+    assert all(v in html for v in dashboard_data.variants) and "Recommended" in html
+    best = max(dashboard_data.variants, key=lambda v: dashboard_data.results[v]["miou"])
+    pdf = PdfReader(download(page, "Download PDF", tmp_path / "report.pdf"))
+    text = "\n".join(p.extract_text() for p in pdf.pages)
+    assert len(pdf.pages) >= 2 and best in text
 
 
 def test_derived_models_show_on_tradeoffs_and_leaderboard(app, dashboard_data, tmp_path_factory, out_dir):

@@ -26,7 +26,8 @@ def _row(run_id, variant, arch, miou, params, status="completed", dataset="synth
             **recipe_columns(hp), "epochs_done": 3, "best_miou": miou, "miou": miou,
             "pixel_accuracy": 0.5, "params": params, "size_mb": params / 250_000 if params else None, "gflops": 2.0,
             "latency_ms": 100.0, "latency_device": "Xeon", "latency_threads": 2, "latency_precision": "fp32",
-            "latency_resolution": "64x32", "train_seconds": 120.0, "images_per_second": 2.0,
+            "latency_resolution": "64x32", "cost_setup": "cpu|Xeon|2|64x32|1",
+            "cost_setup_label": "Xeon (CPU, 2 threads), 64x32, batch 1", "train_seconds": 120.0, "images_per_second": 2.0,
             "started_at": datetime(2026, 1, 1, tzinfo=timezone.utc), "error": None, **extra}
 
 
@@ -44,7 +45,8 @@ def test_leaderboard_frame_converts_units_and_keeps_failures(frame):
     assert list(frame.columns[:1]) == ["run_id"] and set(tables.LEADERBOARD_COLUMNS) <= set(frame.columns)
     b = frame[frame["run_id"] == 2].iloc[0]
     assert b["params_m"] == pytest.approx(40.0) and b["train_minutes"] == pytest.approx(2.0)
-    assert b["train_size"] == "64x32" and b["epochs_label"] == "3/3" and b["latency_setup"] == "Xeon, 64x32, 2 threads, fp32"
+    assert b["train_size"] == "64x32" and b["epochs_label"] == "3/3" and b["latency_setup"] == "Xeon (CPU, 2 threads), 64x32, batch 1, fp32"
+    assert b["cost_resolution"] == "64x32"
     failed = frame[frame["status"] == "failed"].iloc[0]
     assert failed["error"] == "diverged" and pd.isna(failed["miou"]) and pd.isna(failed["params_m"])
     assert len(tables.evaluated(frame)) == 5
@@ -98,7 +100,9 @@ def test_published_frame_keeps_each_figure_with_its_setup_and_its_axes(published
     # on the axes a published row has a figure for, and on no other
     assert sorted(tables.published_on_axis(pub, "params_m")["params_m"]) == pytest.approx(
         [42.0, 65.0, 65.729107, 65.8, 65.858659, 84.721235])
-    assert list(tables.published_on_axis(pub, "gflops")["gflops"]) == [696.2]
+    # GFLOPs only at the resolution the runs' GFLOPs are at: never two resolutions on one axis
+    assert list(tables.published_on_axis(pub, "gflops", "2048x1024")["gflops"]) == [696.2]
+    assert tables.published_on_axis(pub, "gflops", "1024x512").empty
     for x in ("latency_ms", "size_mb", "train_minutes"):
         assert tables.published_on_axis(pub, x).empty
     assert tables.published_frame([]).empty
@@ -135,9 +139,14 @@ def test_tradeoff_figure_overlays_published_results_as_hollow_markers_outside_th
 
 def test_published_caption_says_what_is_drawn_and_what_never_is(published_rows):
     pub = tables.published_frame(published_rows)
-    on = tables.published_caption(pub, tables.published_on_axis(pub, "gflops"), "gflops", "miou", "synthetic")
+    full = "2048x1024"
+    on = tables.published_caption(pub, tables.published_on_axis(pub, "gflops", full), "gflops", "miou", "synthetic", full)
     assert "Hollow markers" in on and "not measured here" in on and "never put against the latency" in on
-    assert "input size their source states" in on and "evaluated on synthetic, not on Cityscapes" in on
+    assert "at 2048x1024, as ours are" in on and "evaluated on synthetic, not on Cityscapes" in on
+    half = "1024x512"
+    off = tables.published_caption(pub, tables.published_on_axis(pub, "gflops", half), "gflops", "miou", "synthetic", half)
+    assert off == ("No published GFLOPs at 1024x512 (the sources state theirs at 2048x1024): GFLOPs at different "
+                   "resolutions are never drawn together.")
     latency = tables.published_caption(pub, tables.published_on_axis(pub, "latency_ms"), "latency_ms", "miou", "cityscapes")
     assert "parameters and GFLOPs only" in latency and "never put against the latency" in latency
     assert "mIoU axis only" in tables.published_caption(pub, None, "params_m", "mpc", "cityscapes")
@@ -465,8 +474,8 @@ def record_model(store, variant, arch, *, miou, size_mb, latency_ms, gflops=10.0
         run_id=rid, variant=variant, checkpoint=f"/w/{variant}/best.pt", checkpoint_sha256="ab" * 32, dataset=dataset,
         split="val", eval_size=resolution,
         metrics=Metrics(miou=miou, pixel_accuracy=0.8, per_class_iou={n: miou for n in CLASS_NAMES}, num_images=2),
-        profile=Profile(params=params, size_mb=size_mb, gflops=gflops, latency_ms=latency_ms, device=device,
-                        threads=threads, precision=precision, resolution=resolution))
+        profiles=[Profile(params=params, size_mb=size_mb, gflops=gflops, latency_ms=latency_ms, device=device,
+                        threads=threads, precision=precision, resolution=resolution)])
     store.finish_run(rid, status="completed")
     return rid
 
@@ -596,8 +605,15 @@ def test_tradeoff_figure_joins_each_parent_to_its_derived_models(derived_store):
     hover = [h for t in fig.data if t.hovertext is not None for h in t.hovertext if f"<b>{a}+prune0.5+int8</b>" in h]
     assert "made by: pruned 50% + INT8" in hover[0] and f"from {a}+prune0.5: mIoU -0.010, size x0.26" in hover[0]
     front = [t for t in fig.data if t.name == "Pareto front"][0]
-    assert [int(c[0]) for c in front.customdata] == [ids[v] for v in ("unet_ce_dice+int8", f"{a}+prune0.5+int8",
-                                                                      f"{a}+int8", a, "hrnetv2_w48_adamw")]
+    # unet_ce_dice+int8 was timed on another CPU: no latency on this setup, so never on its front
+    assert pd.isna(runs.set_index("variant").loc["unet_ce_dice+int8", "latency_ms"])
+    assert [int(c[0]) for c in front.customdata] == [ids[v] for v in (f"{a}+prune0.5+int8", f"{a}+int8", a,
+                                                                      "hrnetv2_w48_adamw")]
+    with Store(url) as store:  # on that CPU's setup, it is the only one measured: the front is itself
+        other = next(x["setup"] for x in store.cost_setups() if "another CPU" in x["setup"])
+        elsewhere = tables.evaluated(tables.leaderboard_frame(store.leaderboard(setup=other)))
+    alone = [t for t in charts.tradeoff_figure(elsewhere, "latency_ms").data if t.name == "Pareto front"][0]
+    assert [int(c[0]) for c in alone.customdata] == [ids["unet_ce_dice+int8"]]
     # a line only where both ends are plotted
     fewer = charts.tradeoff_figure(runs[runs["variant"] != f"{a}+prune0.5"], "size_mb")
     assert len([t for t in fewer.data if t.mode == "lines"]) == 2

@@ -11,6 +11,9 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     monkeypatch.setattr(demo, "DEMO_SWEEP", dict(corruptions=["impulse_noise", "frost"], severities=[3]))
     monkeypatch.setattr(demo, "DEMO_COMPRESS", ("unet_ce_dice",))  # the smallest model: compress is the slow part
     monkeypatch.setattr(demo, "DEMO_COMPRESS_SETTINGS", dict(ratios=[0.5], finetune_iters=2, calibration_images=2))
+    # costs at a deployment resolution other than the 64x32 the quick profile trains and evaluates at (the
+    # product's default is 1024x512: seconds per forward here)
+    monkeypatch.setenv("SEGBENCH_DEPLOY_SIZES", "96x48")
     db = f"sqlite:///{tmp_path / 'results.db'}"
     code = demo.run_demo(db=db, weights_dir=tmp_path / "weights", device="cpu", variants=["unet_ce_dice"],
                          dashboard=False)
@@ -27,6 +30,10 @@ def test_demo_generates_data_trains_evaluates_and_prints_the_leaderboard(tmp_pat
     assert sorted(rows) == ["unet_ce_dice", "unet_ce_dice+int8", "unet_ce_dice+prune0.5"]
     row = rows.pop("unet_ce_dice")
     assert row["status"] == "completed" and row["miou"] is not None and row["latency_ms"] > 0
+    # every run costed at the deployment resolution, on one setup, and the printed leaderboard says which
+    assert {c["resolution"] for c in store.cost_profiles()} == {"96x48"} and len(store.cost_setups()) == 1
+    assert {r["latency_resolution"] for r in store.leaderboard()} == {"96x48"}
+    assert f"latency in ms on {store.cost_setups()[0]['label']}" in out
     for name, derived in rows.items():  # its deployment variants: evaluated, profiled, linked to it, printed
         assert derived["parent_run_id"] == row["run_id"] and derived["miou"] is not None and name in out
         assert derived["latency_precision"] == ("int8" if name.endswith("int8") else "fp32")

@@ -75,8 +75,8 @@ def test_loading_twice_keeps_the_same_rows_apart_from_the_measured_runs(store_ur
         s.record_evaluation(run_id=rid, variant="unet_ce_dice", checkpoint="/w/u.pt", checkpoint_sha256=None,
                             dataset="cityscapes", split="val", eval_size="64x32",
                             metrics=Metrics(0.2, 0.8, {n: 0.2 for n in CLASS_NAMES}, num_images=2),
-                            profile=Profile(params=7, size_mb=1.0, gflops=1.0, latency_ms=2.0, device="cpu", threads=1,
-                                            precision="fp32", resolution="64x32"))
+                            profiles=[Profile(params=7, size_mb=1.0, gflops=1.0, latency_ms=2.0, device="cpu", threads=1,
+                                            precision="fp32", resolution="64x32")])
         before = (s.leaderboard(), s.class_iou_table(), s.runs(), s.evaluations())
         table = published.read_table()
         assert published.load(s) == len(table)

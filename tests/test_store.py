@@ -71,7 +71,7 @@ def _evaluate(store, run_id, miou, variant="deeplabv3plus_r50", per_class_iou=No
     cost = Profile(params=1000, size_mb=4.0, gflops=12.5, latency_ms=33.0, device="cpu", threads=4, precision="fp32",
                    resolution="512x256")
     kw = dict(run_id=run_id, variant=variant, checkpoint=f"/w/{variant}.pt", checkpoint_sha256="ab" * 32,
-              dataset="synthetic", split="val", eval_size="512x256", metrics=metrics, profile=cost if profile else None)
+              dataset="synthetic", split="val", eval_size="512x256", metrics=metrics, profiles=[cost] if profile else [])
     kw.update(over)
     return store.record_evaluation(**kw)
 
@@ -108,7 +108,12 @@ def test_full_round_trip(store):
 
     (ev,) = store.evaluations(rid)
     assert ev["id"] == eid and ev["miou"] == pytest.approx(0.42) and ev["peak_memory_mb"] is None
-    assert ev["eval_size"] == "512x256" and ev["latency_threads"] == 4 and ev["checkpoint_sha256"] == "ab" * 32
+    assert ev["eval_size"] == "512x256" and ev["checkpoint_sha256"] == "ab" * 32
+    (cost,) = store.cost_profiles([rid])  # measured beside the evaluation, in the same transaction
+    assert (cost["evaluation_id"], cost["threads"], cost["resolution"], cost["batch"], cost["latency_ms"]) == \
+        (eid, 4, "512x256", 1, 33.0)
+    assert cost["setup"] == "cpu|cpu|4|512x256|1" and cost["setup_label"] == "cpu (CPU, 4 threads), 512x256, batch 1"
+    assert ev["latency_ms"] is None  # costs live in cost_profiles alone
     assert list(ev["per_class_iou"]) == CLASS_NAMES  # ordered by class id
     assert ev["per_class_iou"]["road"] == pytest.approx(0.95)
     assert ev["per_class_iou"]["train"] is None and ev["per_class_iou"]["bicycle"] is None  # NaN -> None
@@ -363,8 +368,13 @@ V5_EVALUATION_COLUMNS = ("confusion", "boundary_confusion", "boundary_fraction",
                          "label_format", "predictions_dir")
 
 
+OLD_COSTS = {"params": 1000, "size_mb": 4.0, "gflops": 12.5, "latency_ms": 33.0, "latency_device": "Xeon",
+             "latency_threads": 4, "latency_precision": "fp32", "latency_resolution": "512x256"}
+
+
 def _make_old_store(url: str, version: int = 1) -> tuple[str, int]:
-    """A store as schema version 5 left it (today's tables minus `published_results` and
+    """A store as schema version 6 left it (today's tables minus `cost_profiles`: its evaluation's
+    costs, OLD_COSTS, in the evaluation's own columns), version 5 (also minus `published_results` and
     `runs.source`), version 4 (also minus `image_results` and the evaluations'
     V5_EVALUATION_COLUMNS), version 3 (also minus `runs.parent_run_id` and `runs.derivation`),
     version 2 (also minus the robustness tables and `evaluations.condition`) or version 1 (also
@@ -372,10 +382,14 @@ def _make_old_store(url: str, version: int = 1) -> tuple[str, int]:
     s = Store(url)
     rid = _start(s, variant=f"from_v{version}")
     _epoch(s, rid, 1, miou=0.25)
-    _evaluate(s, rid, 0.3, variant=f"from_v{version}")
+    eid = _evaluate(s, rid, 0.3, variant=f"from_v{version}", profile=False)
     s.close()
-    _sql(url, "DROP TABLE published_results")
-    _sql(url, 'ALTER TABLE runs DROP COLUMN "source"')
+    _sql(url, "UPDATE evaluations SET " + ", ".join(f"{k}=:{k}" for k in OLD_COSTS) + " WHERE id=:id",
+         id=eid, **OLD_COSTS)
+    _sql(url, "DROP TABLE cost_profiles")
+    if version <= 5:
+        _sql(url, "DROP TABLE published_results")
+        _sql(url, 'ALTER TABLE runs DROP COLUMN "source"')
     if version <= 4:
         _sql(url, "DROP TABLE image_results")
         for column in V5_EVALUATION_COLUMNS:
@@ -434,18 +448,26 @@ def _image_result(index: int, pred_offset: int = 0):
     return acc.results[0]
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_old_store_migrates_to_current_version_keeping_its_rows(store_url, tmp_path, version):
     url, rid = _make_old_store(store_url, version)
+    assert "cost_profiles" not in _tables(url)
     assert ("checkpoints" in _tables(url)) == (version >= 2)
     assert ("robustness_sweeps" in _tables(url)) == (version >= 3)
     assert ("parent_run_id" in _columns(url, "runs")) == (version >= 4)
     assert ("image_results" in _tables(url)) == (version >= 5)
     assert bool(set(V5_EVALUATION_COLUMNS) & _columns(url, "evaluations")) == (version >= 5)
-    assert "published_results" not in _tables(url) and "source" not in _columns(url, "runs")
+    assert ("published_results" in _tables(url)) == ("source" in _columns(url, "runs")) == (version >= 6)
     s = Store(url)
     assert _sql(url, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
+    # the old evaluation's costs became a cost profile of their setup: the leaderboard shows them there
+    (cost,) = s.cost_profiles()
+    assert (cost["run_id"], cost["setup"], cost["latency_ms"], cost["gflops"], cost["precision"]) == \
+        (rid, "cpu|Xeon|4|512x256|1", 33.0, 12.5, "fp32")
+    assert [x["setup"] for x in s.cost_setups()] == ["cpu|Xeon|4|512x256|1"]
+    top = s.leaderboard()[0]
+    assert (top["latency_ms"], top["gflops"], top["size_mb"], top["latency_resolution"]) == (33.0, 12.5, 4.0, "512x256")
     assert {"checkpoints", "robustness_sweeps", "corruption_results", "image_results", "published_results"} <= _tables(url)
     assert set(V5_EVALUATION_COLUMNS) <= _columns(url, "evaluations") and "source" in _columns(url, "runs")
     assert [r["variant"] for r in s.runs()] == [f"from_v{version}"] and [e["epoch"] for e in s.epochs(rid)] == [1]

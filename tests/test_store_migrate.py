@@ -12,7 +12,7 @@ from engine import published
 from engine.cli import main
 from engine.metrics import Metrics
 from engine.profiling import Profile
-from engine.store import Store, StoreCopyError, copy_store
+from engine.store import SCHEMA_VERSION, Store, StoreCopyError, copy_store
 
 HP = {"schedule": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.01}}, "crop": [64, 32]}
 IMPORTED = {"format": "mmseg", "file": "deeplabv3_r50b-d8.pth", "sha256": "ef" * 32,
@@ -43,8 +43,8 @@ def _source(tmp_path) -> str:
             s.record_evaluation(run_id=rid, variant="a", checkpoint="/w/a/best.pt", checkpoint_sha256="ab" * 32,
                                 dataset="synthetic", split="val", eval_size="64x32",
                                 metrics=Metrics(miou, 0.9, ious, mean_loss=0.4, num_images=2),
-                                profile=Profile(params=123456, size_mb=1.5, gflops=0.25, latency_ms=3.5, device="cpu",
-                                                threads=2, precision="fp32", resolution="64x32"))
+                                profiles=[Profile(params=123456, size_mb=1.5, gflops=0.25, latency_ms=3.5, device="cpu",
+                                                threads=2, precision="fp32", resolution="64x32")])
         confusion = _image_results()  # an evaluation with its per-image rows and confusion matrices
         s.record_evaluation(run_id=a, variant="a", checkpoint="/w/a/best.pt", checkpoint_sha256="ab" * 32,
                             dataset="synthetic", split="val", eval_size="64x32",
@@ -98,7 +98,7 @@ def _everything(url, tmp_path) -> dict:
                 "images": {e["id"]: s.image_results(e["id"]) for e in evaluations},
                 "leaderboard": s.leaderboard(), "benchmarks": s.benchmarks(), "class_ious": s.class_iou_table(),
                 "checkpoint": s.checkpoint_record(tmp_path / "w" / "best.pt"), "robustness": s.robustness(),
-                "published": s.published()}
+                "published": s.published(), "costs": s.cost_profiles(), "setups": s.cost_setups()}
 
 
 def test_migrate_to_copies_every_row(tmp_path, store_url):
@@ -106,7 +106,7 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
     counts = copy_store(src, store_url)
     assert counts == {"runs": 3, "epochs": 3, "evaluations": 5, "class_ious": 5 * len(CLASS_NAMES),
                       "checkpoints": 1, "benchmarks": 1, "robustness_sweeps": 1, "corruption_results": 1,
-                      "image_results": 2, "published_results": len(published.read_table())}
+                      "image_results": 2, "published_results": len(published.read_table()), "cost_profiles": 3}
     before, after = _everything(src, tmp_path), _everything(store_url, tmp_path)
     assert after == before
     with_images = next(e for e in after["evaluations"] if e["images"])
@@ -118,6 +118,7 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
     assert [r["variant"] for r in after["leaderboard"]] == ["a", "b", "c"]
     assert after["leaderboard"][2]["source"] == IMPORTED and after["leaderboard"][0]["source"] is None
     assert len(after["published"]) == len(published.read_table()) and after["published"][0]["miou"] == 0.811
+    assert [c["evaluation_id"] for c in after["costs"]] == [1, 2, 3] and after["setups"][0]["runs"] == 1
     assert {r["key"] for r in after["published"]} == {r["key"] for r in published.read_table()}
 
     with Store(store_url) as s:  # the sequences were moved past the copied ids
@@ -129,8 +130,8 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
         eid = s.record_evaluation(run_id=rid, variant="new", checkpoint="/w/n.pt", checkpoint_sha256=None,
                                   dataset="synthetic", split="val", eval_size="64x32",
                                   metrics=Metrics(0.1, 0.5, {"road": 0.5}, mean_loss=1.0, num_images=1),
-                                  profile=Profile(params=1, size_mb=1.0, gflops=1.0, latency_ms=1.0, device="cpu",
-                                                  threads=1, precision="fp32", resolution="64x32"))
+                                  profiles=[Profile(params=1, size_mb=1.0, gflops=1.0, latency_ms=1.0, device="cpu",
+                                                  threads=1, precision="fp32", resolution="64x32")])
         s.record_checkpoint(tmp_path / "w" / "last.pt", "ef" * 32, kind="last", run_id=rid)
         n = s.load_published([{"key": "new-paper", "model": "New", "miou": 0.5, "source": "a paper"}])
         assert (rid, bid, eid, n) == (4, 2, 6, 1)
@@ -143,24 +144,27 @@ def test_migrate_to_copies_every_row(tmp_path, store_url):
 
 
 def test_a_version_5_store_migrates_then_copies(tmp_path, store_url):
-    """A store as schema version 5 left it (no `published_results`, no `runs.source`) is upgraded when
-    `migrate-to` opens it, then copied whole: its runs, and the published results loaded after."""
+    """A store as schema version 5 left it (no `published_results`, no `runs.source`, no `cost_profiles`)
+    is upgraded when `migrate-to` opens it, then copied whole: its runs, and the published results
+    loaded after."""
     import sqlite3
 
     src = _source(tmp_path)
     with sqlite3.connect(src.removeprefix("sqlite:///")) as c:
         c.execute("DROP TABLE published_results")
+        c.execute("DROP TABLE cost_profiles")
         c.execute('ALTER TABLE runs DROP COLUMN "source"')
         c.execute("UPDATE meta SET value='5' WHERE key='schema_version'")
     counts = copy_store(src, store_url)
     assert counts["published_results"] == 0 and counts["runs"] == 3 and counts["image_results"] == 2
+    assert counts["cost_profiles"] == 0  # its evaluations carried no costs
     with Store(src) as s:
         assert s.leaderboard()[2]["source"] is None and published.load(s) == len(published.read_table())
     with Store(store_url) as s:
         assert [r["source"] for r in s.leaderboard()] == [None] * 3 and s.published() == []
         assert published.load(s) == len(published.read_table()) and s.published()[0]["miou"] == 0.811
     with sqlite3.connect(src.removeprefix("sqlite:///")) as c:
-        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
+        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
 
 
 def test_cli_migrate_to(tmp_path, store_url, capsys):

@@ -5,12 +5,16 @@ from dashboard import loaders, tables, widgets
 
 st.title("Leaderboard")
 st.caption("Every training run in the results store, with its latest evaluation on the validation split. "
-           "Latency is one forward pass of one image, measured where the run was evaluated. mPC and rPC: the "
+           "GFLOPs and latency hold for the setup chosen in the sidebar (device, threads, resolution, batch): one "
+           "forward pass at a deployment resolution, never at the size a run was trained at. mPC and rPC: the "
            "mean mIoU under corruptions and its share of the clean mIoU (Robustness page). Deployment variants "
            "(pruned, INT8: `python -m engine compress`) are listed under the model they were made from (↳), with "
            "their change against it (Δ).")
 
 df = widgets.runs_or_stop()
+current = widgets.current_setup()
+setup, setup_label = (current["setup"], current["label"]) if current else (None, None)
+at = f" at {current['resolution']}" if current else ""
 
 c1, c2, c3 = st.columns(3)
 datasets = c1.multiselect("Dataset", sorted(df["dataset"].unique()), placeholder="all datasets")
@@ -31,7 +35,7 @@ if not done.empty:
     m2.caption(best["variant"])
     if done["latency_ms"].notna().any():
         fast = done.loc[done["latency_ms"].idxmin()]
-        m3.metric("Fastest", f"{fast['latency_ms']:.0f} ms")
+        m3.metric(f"Fastest{at}", f"{fast['latency_ms']:.0f} ms")
         m3.caption(fast["variant"], help=f"measured on {fast['latency_setup']}")
     if done["size_mb"].notna().any():  # what a device must hold: an INT8 model keeps its parent's parameter count
         small = done.loc[done["size_mb"].idxmin()]
@@ -79,15 +83,18 @@ st.data_editor(
         "lr": st.column_config.NumberColumn("LR", format="%.0e"),
         "params_m": st.column_config.NumberColumn("Params (M)", format="%.1f"),
         "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.0f"),
-        "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f"),
-        "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.0f"),
+        "gflops": st.column_config.NumberColumn(f"GFLOPs{at}", format="%.2f", help="one image"),
+        "latency_ms": st.column_config.NumberColumn(f"Latency (ms){at}", format="%.0f",
+                                                    help=f"one forward on {setup_label}" if setup_label else None),
+        "cost_resolution": st.column_config.TextColumn("GFLOPs/latency at",
+                                                       help="the resolution of both figures (sidebar: the setup)"),
         "train_minutes": st.column_config.NumberColumn("Train time (min)", format="%.1f"),
         "images_per_second": st.column_config.NumberColumn("Train img/s", format="%.1f"),
         "started_at": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
         "description": None, "variant": None,
     })
 
-for note in tables.imported_notes([r for r in loaders.leaderboard(loaders.store_url())
+for note in tables.imported_notes([r for r in loaders.leaderboard(loaders.store_url(), setup)
                                   if r["run_id"] in set(view["run_id"])]):
     st.caption(":material/download: " + note)
 
@@ -101,7 +108,7 @@ with st.expander("Recipe of a run"):
     row = view[view["run_id"] == run_id].iloc[0]
     if row["description"]:
         st.write(row["description"])
-    hp = next(r for r in loaders.leaderboard(loaders.store_url()) if r["run_id"] == run_id)
+    hp = next(r for r in loaders.leaderboard(loaders.store_url(), setup) if r["run_id"] == run_id)
     st.json(hp["hyperparameters"], expanded=2)
 
 csv = view.drop(columns=["run_id", "model", "depth"]).to_csv(index=False).encode()  # the tree's order, full names

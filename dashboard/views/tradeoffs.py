@@ -7,8 +7,9 @@ from dashboard import charts, loaders, tables, widgets
 st.title("Trade-offs")
 st.caption("Accuracy against cost. A run is on the Pareto front when no other run is both cheaper on this axis "
            "and more accurate on the chosen accuracy axis (clean mIoU, mPC under corruptions, or the mIoU on "
-           "another dataset). Deployment variants (pruned, INT8) are drawn with their own marker and joined to the "
-           "model they were made from. Click a point to pick that model for the Compare page.")
+           "another dataset). GFLOPs and latency hold for the setup chosen in the sidebar. Deployment variants "
+           "(pruned, INT8) are drawn with their own marker and joined to the model they were made from. Click a "
+           "point to pick that model for the Compare page.")
 
 df, done = widgets.evaluated_runs_or_stop()
 
@@ -19,23 +20,30 @@ runs, y_axes = tables.with_accuracy_axes(done[done["dataset"] == dataset], loade
 y = c2.selectbox("Accuracy axis", list(y_axes), format_func=y_axes.get, key="tradeoff_y",
                  help="Clean mIoU on the validation split; mPC, the mean mIoU under corruptions (Robustness page); "
                       "or the mIoU on another dataset or condition the runs were evaluated on")
+setup = widgets.current_setup()
 x = c3.selectbox("Efficiency axis", list(tables.EFFICIENCY_AXES), format_func=tables.EFFICIENCY_AXES.get,
                  key="tradeoff_axis")
+x_label = tables.axis_label(x, setup)
 log_x = c4.toggle("Log scale", key="tradeoff_log")
 show_published = c4.toggle("Show published results", value=True, key="tradeoff_published")  # hollow markers
+budget = widgets.budget_inputs(setup, rank_by=y)
+answer = widgets.recommendation(budget, dataset)
+
 plotted = runs.dropna(subset=[x, y])
 if plotted.empty:
     fill = (f"`python -m engine robustness --variant {runs['variant'].iloc[0]}` measures it" if y == "mpc" else
             "evaluate the runs there with `python -m engine evaluate`")
-    st.warning(f"No run has both {tables.EFFICIENCY_AXES[x]} and {y_axes[y]}: {fill}.")
+    st.warning(f"No run has both {x_label} and {y_axes[y]}: {fill}.")
     st.stop()
 
 published = tables.published_frame(loaders.published(loaders.store_url())) if show_published else None
-overlay = tables.published_on_axis(published, x) if published is not None and y == "miou" else None
-event = st.plotly_chart(charts.tradeoff_figure(plotted, x, y=y, y_label=y_axes[y], log_x=log_x, published=overlay),
-                        width="stretch", on_select="rerun", selection_mode="points", key="tradeoff_chart")
+resolution = setup["resolution"] if setup else None
+overlay = tables.published_on_axis(published, x, resolution) if published is not None and y == "miou" else None
+figure = charts.tradeoff_figure(plotted, x, y=y, y_label=y_axes[y], log_x=log_x, published=overlay, x_label=x_label,
+                                recommended=answer.ranked[0]["run_id"] if answer and answer.ranked else None)
+event = st.plotly_chart(figure, width="stretch", on_select="rerun", selection_mode="points", key="tradeoff_chart")
 if published is not None:
-    st.caption(tables.published_caption(published, overlay, x, y, dataset))
+    st.caption(tables.published_caption(published, overlay, x, y, dataset, resolution))
 picked = list(dict.fromkeys(int(p["customdata"][0]) for p in (event.selection.points if event else [])
                             if p.get("customdata")))  # a line's end and its point are the same run
 if picked:
@@ -59,9 +67,28 @@ st.markdown(f"**Pareto front** ({tables.EFFICIENCY_AXES[x]}, {y_axes[y]}): "
             + " → ".join(f"{r['variant']} ({r[x]:.3g}, {short} {r[y]:.3f})" for _, r in front.iterrows()))
 missing = runs[runs[x].isna() | runs[y].isna()]
 if not missing.empty:
-    why = [f"{r['variant']} (no " + " and no ".join(n for n, v in ((tables.EFFICIENCY_AXES[x], r[x]), (short, r[y]))
+    why = [f"{r['variant']} (no " + " and no ".join(n for n, v in ((x_label, r[x]), (short, r[y]))
                                                     if pd.isna(v)) + ")" for _, r in missing.iterrows()]
     st.caption(f"Not plotted: {', '.join(why)}")
+
+if answer is not None:
+    with st.expander(f"The budget's answer: {len(answer.ranked)} models meet it, {len(answer.excluded)} excluded"):
+        if answer.ranked:
+            st.dataframe(tables.budget_frame(answer.ranked), hide_index=True, width="stretch", key="budget_ranked",
+                         column_config={"name": "Model", "method": "Method", "accuracy": y_axes[y],
+                                        "miou": "Clean mIoU", "rpc": "rPC", "size_mb": "Size (MB)",
+                                        "gflops": tables.axis_label("gflops", setup),
+                                        "latency_ms": tables.axis_label("latency_ms", setup),
+                                        "latency_precision": "Precision"})
+        if answer.excluded:
+            st.markdown("**Excluded**, each with the first limit it breaks (or what is not measured):")
+            st.dataframe(tables.budget_frame(answer.excluded), hide_index=True, width="stretch", key="budget_excluded",
+                         column_order=["name", "method", "reason"],
+                         column_config={"name": "Model", "method": "Method", "reason": "Why not"})
+        if answer.published:
+            st.caption("Published results are never ranked with the runs (not measured here): "
+                       + "; ".join(f"{p['name']} mIoU {p['miou']:.3f}" for p in answer.published[:6])
+                       + (" …" if len(answer.published) > 6 else "") + " (Leaderboard: all of them, with sources).")
 
 st.subheader("Training curves")
 labels = tables.run_labels(df[df["dataset"] == dataset])
