@@ -13,7 +13,7 @@ from engine.classes import CATEGORIES, CLASS_CATEGORIES, CLASS_NAMES, NUM_CLASSE
 from engine.checkpoints import CheckpointError
 from engine.onnx_backend import OnnxUnavailable
 from engine.recommend import Budget, BudgetError, Recommendation
-from engine.setups import SetupError
+from engine.setups import SetupError, device_label
 from engine.store import StoreVersionError
 
 TRAIN_HINT = ("Train and evaluate every variant in a few minutes with `python -m engine demo --no-dashboard` "
@@ -77,7 +77,8 @@ def setup_picker() -> str | None:
         return None  # the page says why the store cannot be read
     if not setups:
         return None
-    labels = {s["setup"]: f"{s['label']} · {s['runs']} run{'s' if s['runs'] != 1 else ''}" for s in setups}
+    labels = {s["setup"]: f"{s['resolution']}, batch {s['batch']} · {device_label(s['setup'])} · {s['runs']} "
+                          f"run{'s' if s['runs'] != 1 else ''}" for s in setups}  # the resolution first: a narrow box
     if st.session_state.get("cost_setup") not in labels:
         st.session_state["cost_setup"] = setups[0]["setup"]
     return st.selectbox("Costs measured on", list(labels), key="cost_setup", format_func=labels.get,

@@ -526,8 +526,8 @@ def cmd_compress(a) -> int:
         print(f"  mIoU {r['miou']:.4f}" + (f" (before fine-tuning {r['miou_before_finetune']:.4f})"
                                            if r.get("miou_before_finetune") is not None else "")
               + (f"   labels agree with the parent on {r['agreement']:.2%} of the pixels" if r.get("agreement") else ""))
-        print(f"  params {r['params'] / 1e6:.2f}M   size {r['size_mb']:.1f} MB   {r['gflops']:.2f} GFLOPs   latency "
-              f"{r['latency_ms']:.1f} ms ({r['device']}, {r['precision']}, {r['resolution']})")
+        print(f"  params {r['params'] / 1e6:.2f}M   size {r['size_mb']:.1f} MB   at {r['resolution']}: {r['gflops']:.2f} "
+              f"GFLOPs   latency {r['latency_ms']:.1f} ms ({r['device']}, {r['precision']})")
         print(f"  checkpoint {r['checkpoint']}")
     return 0
 

@@ -73,7 +73,8 @@ def run_demo(*, db=None, weights_dir=None, device="auto", variants=None, dashboa
                                     weights_dir=weights_dir, progress=False, **DEMO_COMPRESS_SETTINGS):
                     run_ids.add(res["run_id"])
                     print(f"   {res['name']}: val mIoU {res['miou']:.4f}, {res['size_mb']:.1f} MB, "
-                          f"{res['gflops']:.2f} GFLOPs  ({time.perf_counter() - t:.0f}s)", flush=True)
+                          f"{res['gflops']:.2f} GFLOPs and {res['latency_ms']:.0f} ms at {res['resolution']}  "
+                          f"({time.perf_counter() - t:.0f}s)", flush=True)
         except Exception:
             traceback.print_exc()
             failed.append(f"{name} (compress)")

@@ -26,14 +26,20 @@ def parse_setup(key: str) -> dict:
             "resolution": resolution, "batch": int(batch)}
 
 
-def setup_label(key: str) -> str:
-    """A setup for people: 'Intel Xeon ... (CPU, 2 threads), 1024x512, batch 1'."""
+def device_label(key: str) -> str:
+    """The device part of a setup for people: 'Intel Xeon ... (CPU, 2 threads)', 'NVIDIA H200 (CUDA)'."""
     p = parse_setup(key)
     if p["device_type"] == "cuda":
         where = "CUDA"
     else:
         where = "CPU" if p["threads"] is None else f"CPU, {p['threads']} thread{'' if p['threads'] == 1 else 's'}"
-    return f"{p['device']} ({where}), {p['resolution']}, batch {p['batch']}"
+    return f"{p['device']} ({where})"
+
+
+def setup_label(key: str) -> str:
+    """A setup for people: 'Intel Xeon ... (CPU, 2 threads), 1024x512, batch 1'."""
+    p = parse_setup(key)
+    return f"{device_label(key)}, {p['resolution']}, batch {p['batch']}"
 
 
 def match_setup(query: str, keys: list[str]) -> list[str]:

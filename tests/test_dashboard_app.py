@@ -709,7 +709,7 @@ def test_every_cost_is_shown_for_the_setup_chosen_in_the_sidebar(app, dashboard_
     small, large = two_setups.setups  # the setup both runs were measured on comes first, and is the default
     assert small["runs"] == 2 and large["runs"] == 1 and large["resolution"] == "1024x512"
     picker = at.selectbox(key="cost_setup")
-    assert picker.value == small["setup"] and picker.options[1].startswith(large["label"])
+    assert picker.value == small["setup"] and picker.options[1].startswith(f"1024x512, batch 1 · {large['device']}")
     assert "Fastest at 64x32" in {m.label for m in at.metric}
     picker.set_value(large["setup"]).run()
     df = at.dataframe[0].value.set_index("variant")
