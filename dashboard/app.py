@@ -12,9 +12,11 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only this file's folder on
 
 import streamlit as st  # noqa: E402
 
-from dashboard import loaders, widgets  # noqa: E402
+from dashboard import loaders, media, widgets  # noqa: E402
 
-st.set_page_config(page_title="segbench: segmentation models compared", page_icon=":material/location_city:", layout="wide")
+# The browser tab's icon: a street scene's classes in their Cityscapes colours (sky, building, vegetation, road),
+# drawn here: a Material icon as page_icon makes the browser fetch it from fonts.gstatic.com, and the app is offline.
+st.set_page_config(page_title="segbench: segmentation models compared", page_icon=media.app_icon(), layout="wide")
 
 PAGES = [
     st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", default=True),

@@ -16,8 +16,8 @@ import streamlit as st
 
 from dashboard import media
 from dashboard.tables import lineage
-from engine import settings
-from engine.coverage import class_pixels
+from engine import checkpoints, coverage, settings
+from engine.coverage import Provenance, class_pixels
 from engine.inference import InferenceOptions, Segmenter
 from engine.recommend import Budget, Recommendation, recommend
 from engine.store import Store
@@ -175,6 +175,20 @@ def predict(model: Model, image: np.ndarray, digest: str) -> Prediction:
                                 class_pixels(labels), media.preview(labels))
         st.session_state["inference_calls"] = st.session_state.get("inference_calls", 0) + 1
     return cache[key]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def checkpoint_sha256(checkpoint: str, mtime_ns: int) -> str:
+    """A checkpoint file's sha256, hashed once per file version."""
+    return checkpoints.sha256(checkpoint)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False, max_entries=32)
+def provenance(url: str, variant: str, checkpoint: str, mtime_ns: int, green_terrain: bool) -> Provenance:
+    """What stands behind a model's coverage shares: the store's evaluations of this very checkpoint
+    file (by its sha256)."""
+    evaluations = store(url).evaluations(checkpoint_sha256=checkpoint_sha256(checkpoint, mtime_ns))
+    return coverage.provenance(variant, evaluations, green_terrain)
 
 
 def store_url() -> str:

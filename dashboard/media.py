@@ -147,3 +147,79 @@ def preview(array: np.ndarray, max_width: int = PREVIEW_WIDTH) -> np.ndarray:
     if size == (w, h):
         return array
     return cv2.resize(array, size, interpolation=cv2.INTER_AREA if array.ndim == 3 else cv2.INTER_NEAREST)
+
+
+def app_icon(size: int = 32):
+    """The dashboard's tab icon: stripes of sky, building, vegetation and road in the Cityscapes colours."""
+    from PIL import Image
+
+    from engine.classes import CLASS_NAMES, PALETTE
+
+    rows = np.repeat([PALETTE[CLASS_NAMES.index(c)] for c in ("sky", "building", "vegetation", "road")], size // 4, axis=0)
+    return Image.fromarray(np.repeat(rows[:, None, :], size, axis=1).astype(np.uint8))
+
+
+# ---- Planners' surveys: samples with places, and the place files users upload ----
+
+SAMPLE_ORIGIN = (48.7784, 9.1800)  # the sample photos and drive: a few streets of central Stuttgart
+
+
+def sample_photos(n: int = 8) -> list[Upload]:
+    """`n` synthetic street scenes as JPEGs carrying EXIF GPS, along two parallel streets about 60 m
+    apart, for a first look at the map without photos of one's own."""
+    from PIL import ExifTags, Image
+
+    from engine.data.synthetic import render_scene
+    from engine.geo import Place, exif_gps
+
+    out = []
+    for k in range(n):
+        lat = SAMPLE_ORIGIN[0] - (k // 4) * 0.00054          # ~60 m between the two streets
+        lon = SAMPLE_ORIGIN[1] + (k % 4) * 0.0011            # ~80 m between photos along a street
+        rgb = render_scene(np.random.default_rng(100 + k), 512, 256)[0]
+        exif = Image.Exif()
+        exif[ExifTags.IFD.GPSInfo] = exif_gps(Place(lat, lon, 90.0))
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=90, exif=exif)
+        out.append(Upload(f"sample_{k}.jpg", buf.getvalue()))
+    return out
+
+
+def sample_drive(seconds: float = 6.0, fps: float = 5.0) -> tuple[Upload, Upload]:
+    """A synthetic dashcam clip and the GPX track of its drive (east along a street at 10 m/s)."""
+    import tempfile
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+
+    from engine.bench import synthetic_clip
+    from engine.geo import EARTH_RADIUS_M, Place, gpx_text
+
+    start = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
+    metres_per_degree = EARTH_RADIUS_M * np.pi / 180 * np.cos(np.radians(SAMPLE_ORIGIN[0]))
+    points = [(start + timedelta(seconds=t), Place(SAMPLE_ORIGIN[0], SAMPLE_ORIGIN[1] + 10.0 * t / metres_per_degree))
+              for t in range(int(seconds) + 1)]
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = synthetic_clip(Path(tmp) / "sample_drive.mp4", (384, 192), frames=int(seconds * fps), fps=fps)
+        video = clip.read_bytes()
+    return Upload("sample_drive.mp4", video), Upload("sample_drive.gpx", gpx_text(points).encode())
+
+
+def read_locations(name: str, data: bytes):
+    """An uploaded places CSV (`engine.geo.read_locations`)."""
+    from engine.geo import parse_locations
+
+    return parse_locations(data.decode("utf-8-sig", errors="replace"), name)
+
+
+def read_gpx(name: str, data: bytes):
+    """An uploaded GPX track (`engine.geo.read_gpx`)."""
+    from engine.geo import parse_gpx
+
+    return parse_gpx(data.decode("utf-8-sig", errors="replace"), name)
+
+
+def read_districts(name: str, data: bytes):
+    """An uploaded GeoJSON of district polygons (`engine.geo.read_districts`)."""
+    from engine.geo import parse_districts
+
+    return parse_districts(data.decode("utf-8-sig", errors="replace"), name)

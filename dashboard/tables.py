@@ -613,3 +613,15 @@ def image_pairs(rows_a: list[dict], rows_b: list[dict], by: str = "miou") -> pd.
     pairs = versus(rows_a, rows_b, by, top=None)
     return pd.DataFrame({"image": [p["image"] for p in pairs], "folder": [p["a"]["folder"] for p in pairs],
                          "value_a": [p["value_a"] for p in pairs], "value_b": [p["value_b"] for p in pairs]})
+
+
+def provenance_frame(prov) -> pd.DataFrame:
+    """One row per indicator of an `engine.coverage.Provenance`: the classes it counts and the model's
+    IoU on each in the evaluation behind the numbers (blank when there is none)."""
+    from engine.coverage import INDICATORS
+
+    rows = []
+    for ind in INDICATORS:
+        for name in prov.indicator_classes(ind):
+            rows.append({"indicator": ind.label, "class": name, "IoU": prov.class_iou.get(name)})
+    return pd.DataFrame(rows, columns=["indicator", "class", "IoU"])

@@ -393,32 +393,73 @@ def cmd_segment(a) -> int:
     return 1 if failed else 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return value
+
+
 def cmd_coverage(a) -> int:
-    from engine import coverage, video
+    from engine import checkpoints, coverage, geo, survey, video
     from engine.errors import UsageError
     from engine.files import atomic_write
-    from engine.images import read_image
+    from engine.images import decode_image, read_bytes
 
+    if a.districts and a.grid_m:
+        raise UsageError("aggregate by --districts or by --grid-m, not both")
+    locations = geo.read_locations(a.locations) if a.locations else None
+    track = geo.read_gpx(a.gpx) if a.gpx else None
+    districts = geo.read_districts(a.districts, a.district_field) if a.districts else None
     seg = _segmenter(a)
     model = a.variant or Path(a.checkpoint).parent.name
-    rows = []
+    store = _existing_store(a)
+    evaluations = store.evaluations(checkpoint_sha256=checkpoints.sha256(seg.checkpoint_path)) if store else []
+    found = survey.Survey(coverage.provenance(model, evaluations, a.gvi_terrain))
 
     def process(item):
         if item.path.suffix.lower() in video.VIDEO_SUFFIXES:
-            raise UsageError(f"{item.path}: a video; coverage takes images (segment the video, or extract frames)")
-        rows.extend(coverage.coverage_rows(str(item.path), model, seg.predict(read_image(item.path))))
+            if track is None:
+                raise UsageError(f"{item.path}: a video needs its GPX track (--gpx) to be placed along the route")
+            n = survey.survey_video(found, seg.predict, item.path, track, every_m=a.every_m, offset_s=a.gpx_offset)
+            print(f"{item.path}: {n} frames, one every {a.every_m:g} m along the track")
+            return
+        data = read_bytes(item.path)
+        found.add(str(item.path), seg.predict(decode_image(data, str(item.path))),
+                  survey.image_place(data, str(item.path), locations))
 
     failed = _for_each_input(a, process)
-    if not rows:
-        print("error: no image could be processed; no CSV written", file=sys.stderr)
+    if not found.rows:
+        print("error: no image could be processed; nothing written", file=sys.stderr)
         return 1
-    atomic_write(a.csv, coverage.to_csv(rows))  # temp file + rename: never a half-written CSV
+    survey.assign_areas(found, districts, a.grid_m)
+    atomic_write(a.csv, coverage.to_csv(found.rows))  # temp file + rename: never a half-written file
     if a.summary:
-        atomic_write(a.summary, coverage.to_csv(coverage.summary(rows), coverage.SUMMARY_COLUMNS))
-    total = coverage.summary(coverage.aggregate(rows))[0]
-    print(f"{len(rows) // len(coverage.CLASS_NAMES)} image(s), {total['pixels']} pixels; " + ", ".join(
+        atomic_write(a.summary, coverage.to_csv(coverage.summary(found.rows), coverage.SUMMARY_COLUMNS))
+    if a.indicators:
+        atomic_write(a.indicators, coverage.to_csv(found.places, coverage.PLACE_COLUMNS))
+    if a.geojson:
+        atomic_write(a.geojson, geo.to_geojson(survey.geojson(found)))
+    total = coverage.summary(coverage.aggregate(found.rows))[0]
+    placed = sum(r["located"] for r in found.places)
+    print(f"{len(found.places)} image(s), {placed} with a place, {total['pixels']} pixels; " + ", ".join(
         f"{k.removeprefix('share_')} {v:.1%}" for k, v in total.items() if k.startswith("share_")))
-    print(f"tidy CSV ({len(rows)} rows) -> {a.csv}" + (f"; summary -> {a.summary}" if a.summary else ""))
+    means = coverage.mean_indicators(found.places)
+    print("mean per image: " + ", ".join(f"{coverage.INDICATOR_LABELS[k]} {means[k]:.1%}"
+                                        for k in coverage.INDICATOR_KEYS if means[k] is not None))
+    for row in survey.area_rows(found):
+        gvi = row["green_view_index"]
+        print(f"  {row['area']}: {row['images']} image(s), Green View Index "
+              + (f"{gvi:.1%}" if gvi is not None else "-"))
+    print(found.provenance.line())
+    if found.provenance.warning:
+        print(f"warning: {found.provenance.warning}", file=sys.stderr)
+    print(f"tidy CSV ({len(found.rows)} rows) -> {a.csv}" + "".join(
+        f"; {what} -> {path}" for what, path in (("summary", a.summary), ("indicators", a.indicators),
+                                                ("GeoJSON", a.geojson)) if path))
     return 1 if failed else 0
 
 
@@ -856,11 +897,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, data=False)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("coverage", help="class coverage of images (the dashboard's Coverage page) as a tidy CSV")
+    p = sub.add_parser("coverage", help="class coverage and planners' indicators of images or a dashcam video, "
+                                         "with places (the dashboard's Coverage page): CSV and GeoJSON")
     model_choice(p)
-    p.add_argument("--input", action=ListFlag, paths=True, required=True, help="images or folders of them (repeatable)")
-    p.add_argument("--csv", required=True, help="tidy CSV: source, model, class_id, class_name, category, pixels, share")
-    p.add_argument("--summary", help="also the per-image summary CSV")
+    p.add_argument("--input", action=ListFlag, paths=True, required=True,
+                   help="images, folders of them, or a dashcam video with --gpx (repeatable)")
+    p.add_argument("--csv", required=True, help="tidy CSV: source, model, lat, lon, class_id, class_name, category, "
+                                                "pixels, share, evaluation, validated, class_iou")
+    p.add_argument("--summary", help="also the per-image summary CSV (categories)")
+    p.add_argument("--indicators", help="also one CSV row per image or frame: place, area, every indicator and class share")
+    p.add_argument("--geojson", help="GeoJSON FeatureCollection (RFC 7946): a point per image, districts or cells "
+                                     "when aggregated, the route of a video")
+    p.add_argument("--locations", help="CSV of file, lat, lon[, direction] for images (before their EXIF GPS)")
+    p.add_argument("--gpx", help="GPX track of a video's drive: frames are placed by time along it")
+    p.add_argument("--gpx-offset", type=float, default=0.0,
+                   help="seconds from the track's first point to the video's first frame (default 0)")
+    p.add_argument("--every-m", type=_positive, default=10.0, help="a video frame every N metres of the route (default 10)")
+    p.add_argument("--districts", help="GeoJSON of district polygons: images aggregated by the district holding them")
+    p.add_argument("--district-field", help="the property naming each district (default 'name', else the first text one)")
+    p.add_argument("--grid-m", type=_positive, help="aggregate by a grid of N-metre cells instead")
+    p.add_argument("--gvi-terrain", action="store_true",
+                   help="count terrain (grass, soil) in the Green View Index (default: vegetation only, as Treepedia)")
     p.add_argument("--quiet", action="store_true")
     fast_path(p)
     _common(p, data=False)

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from engine import settings
 from engine.errors import UserError
@@ -145,11 +145,38 @@ def decode_image(data: bytes, name: str, limit: int | None = None) -> np.ndarray
         raise ImageError(f"{name}: unreadable or corrupt image ({reason})") from None
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> RGB uint8 HxWx3 (see `decode_image`)."""
-    path = Path(path)
+def gps_tags(data: bytes, name: str) -> dict[int, object]:
+    """The EXIF GPS block of an image file's bytes as Pillow reads it (tag id -> value; see
+    `engine.geo.place_from_exif`), from the header alone: no pixel is decoded. {} when the file has no
+    EXIF, no GPS block, or EXIF too damaged to read; ImageError when the bytes are not an image."""
+    if not data:
+        raise ImageError(f"{name}: the file is empty")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL warns about odd EXIF, on opening a JPEG already
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: unreadable or corrupt image (the content is not {_ONE_OF})") from None
+        except Exception as e:  # noqa: BLE001 (a header Pillow chokes on)
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ImageError(f"{name}: unreadable or corrupt image ({reason})") from None
+        with img:
+            if img.format not in FORMATS:
+                raise ImageError(f"{name}: a {img.format} file; use {FORMAT_NAMES}")
+            try:
+                return dict(img.getexif().get_ifd(ExifTags.IFD.GPSInfo))
+            except Exception:  # noqa: BLE001 (damaged EXIF: no place, the picture itself may be fine)
+                return {}
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """An image file's bytes, or ImageError naming it when it cannot be read."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    return decode_image(data, str(path))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file -> RGB uint8 HxWx3 (see `decode_image`)."""
+    return decode_image(read_bytes(path), str(path))

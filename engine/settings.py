@@ -115,3 +115,13 @@ OFFLINE_VARS = ("SEGBENCH_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE")
 def offline() -> bool:
     """True when any of OFFLINE_VARS is set to 1 / on / yes / true."""
     return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in OFFLINE_VARS)
+
+
+def map_tiles() -> str | None:
+    """A raster tile URL template ({z}/{x}/{y}) for the Coverage map's background (SEGBENCH_MAP_TILES),
+    e.g. a city's own tile server; None (the default): no tiles, plain longitude/latitude axes, nothing
+    fetched from any server."""
+    text = (os.environ.get("SEGBENCH_MAP_TILES") or "").strip()
+    if text and not all(part in text for part in ("{z}", "{x}", "{y}")):
+        raise ValueError(f"SEGBENCH_MAP_TILES={text!r}: a tile URL template needs {{z}}, {{x}} and {{y}}")
+    return text or None

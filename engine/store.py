@@ -823,13 +823,14 @@ class Store:
         with Session(self._engine) as s:
             return [_as_dict(e) for e in s.scalars(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch))]
 
-    def evaluations(self, run_id=None, *, dataset=None, ids=None) -> list[dict]:
+    def evaluations(self, run_id=None, *, dataset=None, ids=None, checkpoint_sha256=None) -> list[dict]:
         """Every evaluation (oldest first), with its per-class IoUs and `images` (how many per-image
-        rows it has); of one run, dataset and/or these ids."""
+        rows it has); of one run, dataset, checkpoint file (its sha256) and/or these ids."""
         counts = (select(ImageResultRow.evaluation_id, func.count().label("n"))
                   .group_by(ImageResultRow.evaluation_id).subquery())
         q = select(Evaluation, counts.c.n).outerjoin(counts, counts.c.evaluation_id == Evaluation.id).order_by(Evaluation.id)
-        for col, val in ((Evaluation.run_id, run_id), (Evaluation.dataset, dataset)):
+        for col, val in ((Evaluation.run_id, run_id), (Evaluation.dataset, dataset),
+                         (Evaluation.checkpoint_sha256, checkpoint_sha256)):
             if val is not None:
                 q = q.where(col == val)
         if ids is not None:

@@ -102,6 +102,36 @@ def read_frames(path, *, max_frames: int | None = None, stride: int = 1) -> Iter
         raise VideoError(f"{Path(path).name}: not a readable video (no frames)")
 
 
+def frames_at(path, times: Iterable[float]) -> Iterator[tuple[float, np.ndarray]]:
+    """For each of `times` (seconds from the first frame, increasing), the first frame shown at or after
+    it, as (that frame's own time, RGB uint8 HxWx3); a frame is given once however many times fall on it,
+    and times past the last frame are dropped. Decodes in order; only the frames given are converted."""
+    wanted = iter(sorted(times))
+    target = next(wanted, None)
+    if target is None:
+        return
+    container, stream = _open(path)
+    stream.thread_type = "AUTO"
+    fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    start = None
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            t = float(frame.time) if frame.time is not None else i / fps
+            start = t if start is None else start
+            t -= start
+            if t + 1e-6 < target:
+                continue
+            yield t, np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+            while target is not None and target <= t + 1e-6:
+                target = next(wanted, None)
+            if target is None:
+                return
+    except (av.FFmpegError, OSError) as e:
+        raise _unreadable(path, e) from None
+    finally:
+        container.close()
+
+
 class VideoWriter:
     """Write RGB uint8 frames to an H.264 MP4 (libx264, yuv420p, +faststart).
 

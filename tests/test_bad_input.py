@@ -402,7 +402,7 @@ def test_coverage_of_a_folder_with_broken_files_writes_the_good_ones(bad_dir, ck
     res = _engine("coverage", "--checkpoint", str(ckpt), "--input", str(bad_dir), "--csv", str(tmp_path / "c.csv"),
                   "--quiet", cwd=tmp_path)
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "fake.mp4: a video; coverage takes images" in res.stderr and "bomb.png: 100000x100000" in res.stderr
+    assert "fake.mp4: a video needs its GPX track (--gpx)" in res.stderr and "bomb.png: 100000x100000" in res.stderr
     with open(tmp_path / "c.csv", newline="") as f:
         sources = {Path(r["source"]).name for r in csv.DictReader(f)}
     assert sources == {n for n, (_, e) in corpus().items() if not isinstance(e, str)}

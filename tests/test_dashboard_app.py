@@ -231,18 +231,71 @@ def test_coverage_of_images_and_a_zip_exports_the_tidy_csv(app, dashboard_data):
     assert not at.exception
     warnings = _texts(at, "warning")
     assert "readme.txt" in warnings and "bad.bmp: unreadable or corrupt" in warnings
-    summary = at.dataframe[0].value
+    summary = _frame(at, "top_class")
     assert list(summary["source"]) == ["a.png", "b.webp", "scenes.zip/more/c.png"]
     assert (summary["model"] == model).all()
     share_cols = [c for c in summary.columns if c.startswith("share_")]
     assert np.allclose(summary[share_cols].sum(axis=1), 1.0)
-    tidy = at.dataframe[1].value
+    tidy = _frame(at, "class_iou")
     assert tuple(tidy.columns) == CSV_COLUMNS and len(tidy) == 3 * NUM_CLASSES
-    assert [m.label for m in at.metric][:2] == ["Flat", "Construction"]
+    labels = [m.label for m in at.metric]
+    assert labels[:2] == ["Green View Index", "Sky view"] and labels[7:9] == ["Flat", "Construction"]
     assert [b.proto.label for b in at.get("download_button")] == [
-        "Coverage CSV (tidy)", "Per-image summary CSV", "All images together CSV"]
+        "GeoJSON (map layers)", "Coverage CSV (tidy)", "Indicators CSV", "Per-image summary CSV",
+        "All images together CSV"]
     rows = list(csv.DictReader(io.StringIO(tidy.to_csv(index=False))))
     assert sum(float(r["share"]) for r in rows if r["source"] == "a.png") == pytest.approx(1.0)
+    places = _frame(at, "located")
+    assert not places["located"].any()  # PNGs without a place: kept, marked, off the map
+    assert "3 of 3 images have no place" in _texts(at, "caption")
+
+
+def _frame(at, column: str):
+    """The page's one dataframe with this column."""
+    frames = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(frames) == 1, [list(d.value.columns)[:4] for d in at.dataframe]
+    return frames[0]
+
+
+def test_coverage_of_sample_photos_places_them_and_says_what_stands_behind_the_numbers(app, dashboard_data):
+    at = app("coverage")
+    at.selectbox(key="pick_coverage_model").set_value(dashboard_data.variants[0]).run()
+    at.toggle(key="coverage_sample").set_value(True).run()
+    assert not at.exception and not at.error
+    assert "evaluated only on the synthetic street scenes" in _texts(at, "warning")
+    behind = _frame(at, "IoU")
+    assert set(behind["class"]) >= {"vegetation", "sky", "car", "person"} and behind["IoU"].notna().all()
+    places = _frame(at, "located")
+    assert places["located"].all() and len(places) == 8 and places["lat"].between(48.77, 48.78).all()
+    assert (places["validated"] == False).all()  # noqa: E712 (a column of booleans)
+    gvi = {m.label: m.value for m in at.metric}["Green View Index"]
+    assert gvi == f"{places['green_view_index'].mean():.1%}"
+    at.segmented_control(key="coverage_aggregate").set_value("Grid").run()
+    at.number_input(key="coverage_grid_m").set_value(100.0).run()
+    areas = _frame(at, "images")
+    assert areas["images"].sum() == 8 and len(areas) >= 2  # two streets ~60 m apart, photos ~80 m apart
+    cell, places = areas.iloc[0], _frame(at, "located")
+    mine = places[places["area"] == cell["area"]]
+    assert cell["green_view_index"] == pytest.approx(mine["green_view_index"].mean())
+    at.toggle(key="coverage_terrain").set_value(True).run()
+    assert "terrain" in set(_frame(at, "IoU")["class"])
+
+
+def test_coverage_of_a_dashcam_drive_places_frames_along_its_gpx_track(app):
+    at = app("coverage")
+    at.segmented_control(key="coverage_source").set_value("Dashcam video").run()
+    assert "Upload a dashcam video" in _texts(at, "info")
+    at.toggle(key="coverage_sample_drive").set_value(True).run()
+    assert not at.exception and not at.error
+    frames = _frame(at, "located")
+    # the sample drive: 6 s at 10 m/s, a frame every 10 m: t = 0 ... 5 s (the clip's last frame is at 5.8 s)
+    assert list(frames["time_s"]) == pytest.approx([0, 1, 2, 3, 4, 5]) and frames["located"].all()
+    assert frames["source"].iloc[1] == "sample_drive.mp4#t=1.00"
+    east = np.diff(frames["lon"].to_numpy())
+    assert (east > 0).all() and np.allclose(east, east[0]) and np.allclose(frames["lat"], media.SAMPLE_ORIGIN[0])
+    assert "Indicators: mean of 6 frames" in [h.value for h in at.subheader]
+    at.number_input(key="coverage_every_m").set_value(20.0).run()
+    assert list(_frame(at, "located")["time_s"]) == pytest.approx([0, 2, 4])
 
 
 def _webp() -> bytes:
@@ -265,7 +318,7 @@ def test_coverage_of_the_bad_input_corpus_keeps_the_good_images_and_names_the_ba
         if isinstance(expected, str):
             assert f"{name}: {expected}" in warnings or (name in warnings and expected in warnings), name
     good = [n for n, (_, e) in files.items() if not isinstance(e, str)] + ["../../escape.png"]
-    assert list(at.dataframe[0].value["source"]) == good
+    assert list(_frame(at, "top_class")["source"]) == good
 
 
 def test_compare_shows_a_phone_photo_upright_and_refuses_a_bomb(app, tmp_path):

@@ -297,7 +297,7 @@ def test_coverage_of_two_uploads_exports_a_tidy_csv(page, dashboard_data, tmp_pa
     open_page(page, "coverage")
     sizes = {"first.png": (320, 160), "second.png": (200, 120)}
     files = [str(scene_png(tmp_path / name, w, h, seed=k)) for k, (name, (w, h)) in enumerate(sizes.items())]
-    page.locator(UPLOADER).set_input_files(files)
+    page.get_by_role("region", name="Images or a zip of images").locator("input[type=file]").set_input_files(files)
     rerun_after(page, page.get_by_role("button", name="Coverage CSV (tidy)", exact=True))
     assert_healthy(page)
     expect(page.get_by_role("heading", name="All 2 images together")).to_be_visible()
@@ -316,6 +316,67 @@ def test_coverage_of_two_uploads_exports_a_tidy_csv(page, dashboard_data, tmp_pa
         assert sorted(int(r["class_id"]) for r in mine) == list(range(NUM_CLASSES))
         assert sum(int(r["pixels"]) for r in mine) == w * h
         assert sum(float(r["share"]) for r in mine) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_coverage_map_of_sample_photos_offline_hover_click_and_geojson(page, tmp_path, out_dir):
+    """The planners' map: drawn with nothing fetched from outside the machine, a photo's thumbnail on
+    hover, its image and labels on click, and the GeoJSON export."""
+    import json
+    from urllib.parse import urlparse
+
+    from geojson_pydantic import FeatureCollection
+
+    outside, errors, failed = [], [], []
+
+    def only_local(route):
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource")
+            and errors.append(m.text))
+    page.on("response", lambda r: r.status >= 400 and failed.append(urlparse(r.url).path))
+    open_page(page, "coverage")
+    page.get_by_text("Use 8 sample street photos").click()
+    frame = page.frame_locator("iframe[title='dashboard.maps.geo_map']")
+    points = frame.locator(".js-plotly-plot .scatterlayer path.point")
+    expect(points).to_have_count(8, timeout=TIMEOUT_MS)
+    wait_idle(page)
+    assert_healthy(page)
+    tip = frame.locator("#tip")
+    for _ in range(10):  # the mouse rests on a point until the thumbnail shows
+        points.nth(5).scroll_into_view_if_needed()
+        box = points.nth(5).bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 30, y - 30)
+        page.mouse.move(x, y, steps=4)
+        try:
+            expect(tip).to_be_visible(timeout=2000)
+            break
+        except AssertionError:
+            continue
+    expect(tip).to_contain_text("Green View Index")
+    assert tip.locator("img").get_attribute("src").startswith("data:image/jpeg")
+    name = tip.locator("div").first.inner_text()
+    page.mouse.click(x, y)
+    caption = page.get_by_text("'s labels")
+    rerun_after(page, caption)
+    expect(page.get_by_text(name, exact=False).first).to_be_visible()
+    page.mouse.move(x, y)
+    screenshot(page, out_dir / "coverage_map.png")
+    assert not outside, outside
+    assert not errors, errors
+    # Streamlit's own probe for a base path under the page's URL (then it finds the server at /)
+    assert set(failed) <= {"/coverage/_stcore/health", "/coverage/_stcore/host-config"}, failed
+
+    fc = json.loads(download(page, "GeoJSON (map layers)", tmp_path / "coverage.geojson").read_text())
+    FeatureCollection.model_validate(fc)
+    lonlat = [f["geometry"]["coordinates"] for f in fc["features"]]
+    assert len(lonlat) == 8 and all(9.17 < lon < 9.19 and 48.77 < lat < 48.78 for lon, lat in lonlat)
+    assert fc["provenance"]["validated"] is False
 
 
 def test_report_page_builds_and_downloads_the_html_and_the_pdf(page, dashboard_data, tmp_path, out_dir):

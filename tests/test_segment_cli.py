@@ -93,7 +93,7 @@ def test_coverage_cli_writes_the_dashboards_csv_schema(trained, inputs, tmp_path
     assert "2 image(s)" in capsys.readouterr().out
     assert main(["coverage", *_ckpt_args(trained), "--input", str(inputs / "clip.mp4"), "--csv",
                  str(tmp_path / "v.csv")]) == 1
-    assert "a video; coverage takes images" in capsys.readouterr().err and not (tmp_path / "v.csv").exists()
+    assert "needs its GPX track (--gpx)" in capsys.readouterr().err and not (tmp_path / "v.csv").exists()
 
 
 def test_bench_runs_on_a_tiny_input_records_and_agrees(trained, tmp_path, capsys, monkeypatch):

@@ -55,6 +55,11 @@ class Pairing:
     labels: int = 0  # label maps found, paired or not
 
 
+def is_synthetic(dataset: str) -> bool:
+    """Whether a dataset name (`dataset_name`) is one of the synthetic copies."""
+    return dataset == "synthetic" or dataset.startswith("synthetic-")
+
+
 def dataset_name(root: str | os.PathLike, kind: str = "cityscapes") -> str:
     """`kind` for real data; for scenes written by `engine synth` (its README.txt says so) 'synthetic'
     (the Cityscapes layout) or 'synthetic-<kind>', so no table mixes real and synthetic images."""
