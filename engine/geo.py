@@ -121,6 +121,16 @@ def exif_gps(place: Place) -> dict[int, Any]:
 
 # ---- locations CSV ------------------------------------------------------------------------------------
 
+def _read_text(path: str | os.PathLike, hint: str) -> str:
+    """A user's text file (UTF-8, with or without BOM), or GeoError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise GeoError(f"{path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise GeoError(f"{path}: not UTF-8 text; {hint}") from None
+
+
 def _cell_number(text: str, column: str, where: str) -> float:
     try:
         x = float(text)
@@ -136,14 +146,7 @@ def read_locations(path: str | os.PathLike) -> dict[str, Place]:
     columns are ignored): file as listed -> Place. A row with both lat and lon empty lists a file with no
     place (it is left out). GeoError, naming the file and line, for a missing column, a non-number, an
     out-of-range coordinate, or a file listed twice with different places."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise GeoError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise GeoError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
-    return parse_locations(text, str(path))
+    return parse_locations(_read_text(path, "save the CSV as UTF-8"), str(path))
 
 
 def parse_locations(text: str, name: str) -> dict[str, Place]:
@@ -406,14 +409,7 @@ def read_districts(path: str | os.PathLike, name_field: str | None = None) -> li
     else by the `name` property, else the first text property, else "district K" (K: the feature's
     1-based place in the file). GeoError when the file is not GeoJSON, holds no polygon, a polygon is
     invalid or not in lon/lat, a feature lacks `name_field`, or two districts share a name."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise GeoError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise GeoError(f"{path}: not UTF-8 text; GeoJSON is UTF-8") from None
-    return parse_districts(text, str(path), name_field)
+    return parse_districts(_read_text(path, "GeoJSON is UTF-8"), str(path), name_field)
 
 
 def parse_districts(text: str, path: str, name_field: str | None = None) -> list[Area]:

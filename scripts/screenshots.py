@@ -85,7 +85,7 @@ def main() -> None:
             if shot == "compare_corrupted":
                 corrupt(page, a.corruption)
             if name == "coverage":
-                toggle(page, "Use 4 sample street scenes")
+                toggle(page, "Use 8 sample street photos (with EXIF GPS)")
             if page.locator("[data-testid='stPlotlyChart']").count():  # plotly draws after the script run ends
                 page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=60_000)
                 page.wait_for_timeout(1000)

@@ -4,7 +4,8 @@ One server and one browser for the whole module, on the store and weights of `da
 (two trained and evaluated models and one failed run). Every page must render its title without
 an exception or an error box; then
 the things a user does: read the leaderboard, pick a model on the Trade-offs chart, compare two
-models on an uploaded image (and on a corrupt one), and export class coverage as CSV.
+models on an uploaded image (and on a corrupt one), export class coverage as CSV, and the planners' map
+(offline, a thumbnail on hover, the photo on click, GeoJSON).
 
 Needs Debian's /usr/bin/chromium (or $CHROMIUM); Playwright never downloads a browser here.
 Screenshots of every page land in the test's temporary folder (their paths are printed with -s).
@@ -160,11 +161,9 @@ def test_leaderboard_shows_the_evaluated_runs_and_the_failed_one(page, dashboard
     assert_healthy(page)
 
 
-def click_point(page: Page, chart, point, shift: bool = False) -> None:
-    """Click a plotly point as a user does: the mouse rests on it until plotly shows its hover label
-    (the chart is drawn and listening: a chart still being re-drawn under load ignores a click), then
-    clicks where it rests; plotly picks the point under the mouse on its drag layer."""
-    label = chart.locator(".hoverlayer .hovertext")
+def hover(page: Page, point, label) -> tuple[float, float]:
+    """Rest the mouse on a plotly point until its hover `label` shows (the chart is drawn and listening:
+    a chart still being re-drawn under load ignores the mouse); returns where it rests."""
     for _ in range(10):
         point.scroll_into_view_if_needed()
         box = point.bounding_box()
@@ -176,6 +175,13 @@ def click_point(page: Page, chart, point, shift: bool = False) -> None:
             break
         except AssertionError:
             continue
+    return x, y
+
+
+def click_point(page: Page, chart, point, shift: bool = False) -> None:
+    """Click a plotly point as a user does: the mouse rests on it until plotly shows its hover label,
+    then clicks where it rests; plotly picks the point under the mouse on its drag layer."""
+    x, y = hover(page, point, chart.locator(".hoverlayer .hovertext"))
     if shift:
         page.keyboard.down("Shift")
     page.mouse.click(x, y)
@@ -346,18 +352,8 @@ def test_coverage_map_of_sample_photos_offline_hover_click_and_geojson(page, tmp
     expect(points).to_have_count(8, timeout=TIMEOUT_MS)
     wait_idle(page)
     assert_healthy(page)
-    tip = frame.locator("#tip")
-    for _ in range(10):  # the mouse rests on a point until the thumbnail shows
-        points.nth(5).scroll_into_view_if_needed()
-        box = points.nth(5).bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x - 30, y - 30)
-        page.mouse.move(x, y, steps=4)
-        try:
-            expect(tip).to_be_visible(timeout=2000)
-            break
-        except AssertionError:
-            continue
+    tip = frame.locator("#tip")  # the photo's own tooltip, in place of plotly's label
+    x, y = hover(page, points.nth(5), tip)
     expect(tip).to_contain_text("Green View Index")
     assert tip.locator("img").get_attribute("src").startswith("data:image/jpeg")
     name = tip.locator("div").first.inner_text()

@@ -118,10 +118,10 @@ means = coverage.mean_indicators(found.places)
 n_images, n_placed = len(found.places), sum(r["located"] for r in found.places)
 unit = "frame" if found.route else "image"
 st.subheader(f"Indicators: mean of {n_images} {unit}{'s' if n_images != 1 else ''}")
-cols = st.columns(len(coverage.INDICATORS))
-for col, ind in zip(cols, coverage.INDICATORS):
+row = st.container(horizontal=True, gap="medium")
+for ind in coverage.INDICATORS:
     value = means[ind.key]
-    col.metric(ind.label, "-" if value is None else f"{value:.1%}", help=ind.meaning)
+    row.metric(ind.label, "-" if value is None else f"{value:.1%}", help=ind.meaning, width="content")
 
 st.subheader("Map")
 left, mid, right = st.columns([2, 2, 1])
