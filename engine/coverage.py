@@ -64,7 +64,8 @@ def share_key(class_name: str) -> str:
 PROVENANCE_COLUMNS = ("evaluation", "validated")
 CSV_COLUMNS = ("source", "model", "lat", "lon", "class_id", "class_name", "category", "pixels", "share",
                *PROVENANCE_COLUMNS, "class_iou")
-SUMMARY_COLUMNS = ("source", "model", "pixels", "top_class", "top_share", *(f"share_{c}" for c in CATEGORIES))
+SUMMARY_COLUMNS = ("source", "model", "pixels", "top_class", "top_share", *(f"share_{c}" for c in CATEGORIES),
+                   *PROVENANCE_COLUMNS)
 # One row per image for places: where it was taken and every indicator and class share.
 PLACE_COLUMNS = ("source", "model", "located", "lat", "lon", "direction", "area", "time_s", "pixels",
                  *INDICATOR_KEYS, *(share_key(c) for c in CLASS_NAMES), *PROVENANCE_COLUMNS)
@@ -220,7 +221,8 @@ def aggregate(rows: Iterable[dict], source: str = "all images") -> list[dict]:
 
 
 def summary(rows: Iterable[dict]) -> list[dict]:
-    """One row per (source, model): total pixels, the dominant class and each category's share."""
+    """One row per (source, model): total pixels, the dominant class, each category's share and, for
+    rows stamped with a `Provenance`, what stands behind them."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["source"], r["model"]), []).append(r)
@@ -229,7 +231,8 @@ def summary(rows: Iterable[dict]) -> list[dict]:
         top = max(rs, key=lambda r: r["pixels"])
         cats = {f"share_{c}": sum(r["share"] for r in rs if r["category"] == c) for c in CATEGORIES}
         out.append({"source": source, "model": model, "pixels": sum(r["pixels"] for r in rs),
-                    "top_class": top["class_name"], "top_share": top["share"], **cats})
+                    "top_class": top["class_name"], "top_share": top["share"], **cats,
+                    **{c: rs[0].get(c) for c in PROVENANCE_COLUMNS}})  # stamped rows: their provenance
     return out
 
 

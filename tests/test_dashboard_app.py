@@ -277,6 +277,21 @@ def test_coverage_of_sample_photos_places_them_and_says_what_stands_behind_the_n
     cell, places = areas.iloc[0], _frame(at, "located")
     mine = places[places["area"] == cell["area"]]
     assert cell["green_view_index"] == pytest.approx(mine["green_view_index"].mean())
+    # districts: the northern street's four photos in one polygon, the southern street's in another
+    north, south = (media.SAMPLE_ORIGIN[0] - 0.0002, media.SAMPLE_ORIGIN[0] + 0.0002), (48.7775, 48.7782)
+    west, east = 9.179, 9.185
+    districts = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": name}, "geometry": {"type": "Polygon", "coordinates": [[
+            [west, lo], [east, lo], [east, hi], [west, hi], [west, lo]]]}}
+        for name, (lo, hi) in (("Nord", north), ("Süd", south))]}
+    at.segmented_control(key="coverage_aggregate").set_value("Districts").run()
+    at.file_uploader(key="coverage_districts").set_value(
+        ("districts.geojson", json.dumps(districts).encode(), "application/geo+json")).run()
+    assert not at.exception and not at.error
+    areas = _frame(at, "images").set_index("area")
+    places = _frame(at, "located")
+    assert dict(areas["images"]) == {"Nord": 4, "Süd": 4}
+    assert areas.loc["Süd", "green_view_index"] == pytest.approx(places["green_view_index"].iloc[4:].mean())
     at.toggle(key="coverage_terrain").set_value(True).run()
     assert "terrain" in set(_frame(at, "IoU")["class"])
 

@@ -43,8 +43,8 @@ else:
     files = st.file_uploader("Images or a zip of images", type=media.IMAGE_TYPES + ["zip"], accept_multiple_files=True,
                              key="coverage_upload")
     uploads = [media.Upload(f.name, f.getvalue()) for f in files or []]
-    places_csv = st.file_uploader("Places (optional): a CSV of file, lat, lon; else each photo's EXIF GPS", type=["csv"],
-                                  key="coverage_locations")
+    places_csv = st.file_uploader("Places (optional): a CSV of file, lat, lon; else each photo's EXIF GPS",
+                                  type=["csv"], key="coverage_locations")
     if not uploads and st.toggle("Use 8 sample street photos (with EXIF GPS)", key="coverage_sample"):
         uploads = media.sample_photos()
     if not uploads:
@@ -61,8 +61,8 @@ terrain = st.toggle("Count terrain (grass, soil) in the Green View Index", key="
                     help="Off: vegetation only (trees, hedges, bushes), as Treepedia's Green View Index.")
 prov = loaders.provenance(loaders.store_url(), model.variant, str(model.checkpoint), model.mtime_ns, terrain)
 images, problems = media.expand(uploads)
-job = (str(model.checkpoint), model.mtime_ns, loaders.backend(), terrain, tuple(u.digest for u in images),
-       tuple(sorted((k, v) for k, v in (locations or {}).items())),
+job = (str(model.checkpoint), model.mtime_ns, loaders.backend(), prov.evaluation_label, terrain,
+       tuple(u.digest for u in images), tuple(sorted((k, v) for k, v in (locations or {}).items())),
        drive and (drive[0].digest, drive[1].digest, drive[2], drive[3]))
 result = st.session_state.get("_coverage")
 if result is None or result["job"] != job:
@@ -135,7 +135,10 @@ if aggregate == "Grid":
     grid_m = right.number_input("Cell size (m)", 10.0, 100000.0, 100.0, 10.0, key="coverage_grid_m")
 elif aggregate == "Districts":
     upload = right.file_uploader("Districts (GeoJSON polygons)", type=["geojson", "json"], key="coverage_districts")
-    if upload is not None:
+    if upload is None:
+        st.caption("Upload a GeoJSON file of district polygons (WGS 84 lon/lat, named by their `name` property "
+                   "or their first text property) to shade each by its images' mean.")
+    else:
         try:
             districts = media.read_districts(upload.name, upload.getvalue())
         except geo.GeoError as e:
@@ -151,7 +154,8 @@ except ValueError as e:
     st.warning(f"{e}; showing plain longitude/latitude axes.")
     tiles = None
 fig = maps.map_figure(points, indicator, areas=survey.map_areas(found), route=found.route, tile_url=tiles)
-clicked = maps.geo_map(fig, result["thumbnails"], key=f"coverage_map_{hash(job) & 0xFFFFFFFF:08x}")  # new survey: no click
+# a new survey gets a new map (key), so a click on the last one is not taken for a photo of this one
+clicked = maps.geo_map(fig, result["thumbnails"], key=f"coverage_map_{hash(job) & 0xFFFFFFFF:08x}")
 if clicked is not None and 0 <= clicked < len(views):
     row = found.places[clicked]
     image, labels = views[clicked]
@@ -170,7 +174,7 @@ if found.areas:
 
 # ---- Classes and categories ----
 rows = found.rows
-total = coverage.aggregate(rows)
+total = prov.stamp(coverage.aggregate(rows))
 summary = pd.DataFrame(coverage.summary(rows), columns=coverage.SUMMARY_COLUMNS)
 overall = pd.DataFrame(coverage.summary(total), columns=coverage.SUMMARY_COLUMNS).iloc[0]
 st.subheader(f"All {n_images} {unit}{'s' if n_images != 1 else ''} together (pixel-weighted)")
@@ -185,7 +189,8 @@ right.plotly_chart(charts.category_share_figure(summary), width="stretch", key="
 
 st.subheader(f"Per {unit}")
 pct = {f"share_{c}": st.column_config.ProgressColumn(c, format="percent", min_value=0.0, max_value=1.0) for c in cats}
-st.dataframe(summary, hide_index=True, width="stretch", key="coverage_summary",
+st.dataframe(summary, hide_index=True, width="stretch", key="coverage_summary",  # provenance: said above
+             column_order=[c for c in coverage.SUMMARY_COLUMNS if c not in coverage.PROVENANCE_COLUMNS],
              column_config={"top_class": st.column_config.TextColumn("top class"),
                             "top_share": st.column_config.NumberColumn("top share", format="percent"),
                             "pixels": st.column_config.NumberColumn("pixels", format="localized"), **pct})
@@ -202,7 +207,8 @@ row.download_button("Coverage CSV (tidy)", coverage.to_csv(rows).encode(), "cove
                     key="dl_coverage", on_click="ignore")
 row.download_button("Indicators CSV", coverage.to_csv(found.places, coverage.PLACE_COLUMNS).encode(),
                     "coverage_indicators.csv", "text/csv", key="dl_indicators", on_click="ignore")
-row.download_button("Per-image summary CSV", coverage.to_csv(summary.to_dict("records"), coverage.SUMMARY_COLUMNS).encode(),
+row.download_button("Per-image summary CSV",
+                    coverage.to_csv(summary.to_dict("records"), coverage.SUMMARY_COLUMNS).encode(),
                     "coverage_summary.csv", "text/csv", key="dl_summary", on_click="ignore")
 row.download_button("All images together CSV", coverage.to_csv(total).encode(), "coverage_all_images.csv", "text/csv",
                     key="dl_total", on_click="ignore")
