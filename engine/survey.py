@@ -25,18 +25,23 @@ COLORSCALE = "Viridis"  # the dashboard's map and the exported route: perceptual
 class Survey:
     """What a survey found: the tidy class rows (`coverage.CSV_COLUMNS`) and one place row per image
     or video frame (`coverage.PLACE_COLUMNS`), both stamped with the provenance; `areas` are the
-    districts or grid cells (`area_kind` "district" or "cell") that hold at least one image; `route`:
-    the places are a route, in order."""
+    districts or grid cells (`area_kind` "district" or "cell") that hold at least one image; `routes`:
+    for each video, the rows of its frames in route order."""
     provenance: Provenance
     rows: list[dict] = field(default_factory=list)
     places: list[dict] = field(default_factory=list)
     areas: list[geo.Area] = field(default_factory=list)
     area_kind: str | None = None
-    route: bool = False
+    routes: list[list[int]] = field(default_factory=list)
 
     @property
     def model(self) -> str:
         return self.provenance.model
+
+    @property
+    def route(self) -> bool:
+        """Whether any rows are video frames along a route."""
+        return bool(self.routes)
 
     def add(self, source: str, labels: np.ndarray, place: geo.Place | None, time_s: float | None = None) -> None:
         """One labelled image (or frame `time_s` seconds into a video) taken at `place` (None: unknown)."""
@@ -78,13 +83,13 @@ def survey_video(survey: Survey, predict: Callable[[np.ndarray], np.ndarray], pa
     source = source or str(path)
     times = video_samples(path, track, every_m, offset_s)
     start = float(track.times[0]) + offset_s
-    done = 0
+    first, done = len(survey.places), 0
     for t, frame in frames_at(path, times):
         survey.add(f"{source}#t={t:.2f}", predict(frame), geo.track_position(track, start + t), time_s=round(t, 3))
         done += 1
         if on_frame:
             on_frame(done, len(times))
-    survey.route = True
+    survey.routes.append(list(range(first, len(survey.places))))
     return done
 
 
@@ -133,14 +138,14 @@ def geojson(survey: Survey) -> dict:
     between two frames (`kind` "route", its `green_view_index` that of the frame it starts at, and a
     simplestyle `stroke` colour on the same scale). The foreign member `provenance` says which model and
     evaluation stand behind the numbers, with the model's IoU for each class used."""
-    kind = "frame" if survey.route else "image"
-    features = [geo.point_feature(_located(r), {"kind": kind, **r}) for r in survey.places]
+    features = [geo.point_feature(_located(r), {"kind": "image" if r["time_s"] is None else "frame", **r})
+                for r in survey.places]
     if survey.areas:
         means = coverage.by_area(survey.places)
         features += [geo.area_feature(a, {"kind": survey.area_kind, "name": a.name, **means[a.name]})
                      for a in survey.areas]
-    if survey.route:
-        stops = [r for r in survey.places if r["located"]]
+    for rows in survey.routes:
+        stops = [survey.places[k] for k in rows if survey.places[k]["located"]]
         for a, b in zip(stops, stops[1:]):
             gvi = a["green_view_index"]
             features.append(geo.line_feature([_located(a), _located(b)], {

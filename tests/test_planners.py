@@ -293,15 +293,18 @@ def test_a_gpx_track_places_video_frames_at_the_interpolated_positions(trained, 
     assert first["properties"]["stroke"] == survey.color_of(found.places[0]["green_view_index"])
 
 
-def test_coverage_cli_takes_a_dashcam_video_with_its_gpx_track(trained, drive, tmp_path, capsys):
+def test_coverage_cli_takes_a_dashcam_video_with_its_gpx_track(trained, drive, photos, tmp_path, capsys):
     d, _, _ = drive
     out = tmp_path / "route.geojson"
-    rc = main(["coverage", *ckpt_args(trained), "--input", str(d / "drive.mp4"), "--gpx", str(d / "drive.gpx"),
-               "--every-m", "10", "--csv", str(tmp_path / "c.csv"), "--geojson", str(out), "--quiet"])
+    rc = main(["coverage", *ckpt_args(trained), "--input", str(photos / "north_east.jpg"), str(d / "drive.mp4"),
+               "--gpx", str(d / "drive.gpx"), "--every-m", "10", "--csv", str(tmp_path / "c.csv"), "--geojson", str(out),
+               "--quiet"])
     assert rc == 0 and "2 frames, one every 10 m" in capsys.readouterr().out  # 20 m of track in the clip
     fc = json.loads(out.read_text())
     kinds = [f["properties"]["kind"] for f in fc["features"]]
-    assert kinds == ["frame", "frame", "route"]
+    assert kinds == ["image", "frame", "frame", "route"]  # the route joins the video's frames, not the photo
+    route = fc["features"][-1]
+    assert route["properties"]["from"].endswith("drive.mp4#t=0.00") and route["properties"]["to"].endswith("#t=1.00")
     assert main(["coverage", *ckpt_args(trained), "--input", str(d / "drive.mp4"), "--csv", str(tmp_path / "v.csv")]) == 1
     assert "needs its GPX track (--gpx)" in capsys.readouterr().err and not (tmp_path / "v.csv").exists()
 
