@@ -315,7 +315,7 @@ def _options(a):
                             min_agreement=a.min_agreement)
 
 
-def _segmenter(a, options=None):
+def _segmenter(a, options=None, store=None):
     from engine import checkpoints
     from engine.inference import Segmenter
 
@@ -323,7 +323,8 @@ def _segmenter(a, options=None):
         raise checkpoints.CheckpointError("give --variant NAME or --checkpoint PATH")
     path = checkpoints.resolve(a.variant, a.checkpoint, a.weights_dir)
     size = "native" if a.input_size == "native" else (_size(a.input_size) if a.input_size else None)
-    return Segmenter(path, a.device, input_size=size, options=options or _options(a), store=_existing_store(a))
+    return Segmenter(path, a.device, input_size=size, options=options or _options(a),
+                     store=store if store is not None else _existing_store(a))
 
 
 def _existing_store(a):
@@ -404,7 +405,7 @@ def _positive(text: str) -> float:
 
 
 def cmd_coverage(a) -> int:
-    from engine import checkpoints, coverage, geo, survey, video
+    from engine import coverage, geo, survey, video
     from engine.errors import UsageError
     from engine.files import atomic_write
     from engine.images import decode_image, read_bytes
@@ -414,10 +415,10 @@ def cmd_coverage(a) -> int:
     locations = geo.read_locations(a.locations) if a.locations else None
     track = geo.read_gpx(a.gpx) if a.gpx else None
     districts = geo.read_districts(a.districts, a.district_field) if a.districts else None
-    seg = _segmenter(a)
-    model = a.variant or Path(a.checkpoint).parent.name
     store = _existing_store(a)
-    evaluations = store.evaluations(checkpoint_sha256=checkpoints.sha256(seg.checkpoint_path)) if store else []
+    seg = _segmenter(a, store=store)  # with a store, the checkpoint is checked against it: seg.sha256
+    model = a.variant or Path(a.checkpoint).parent.name
+    evaluations = store.evaluations(checkpoint_sha256=seg.sha256) if store else []
     found = survey.Survey(coverage.provenance(model, evaluations, a.gvi_terrain))
 
     def process(item):

@@ -77,7 +77,9 @@ def class_pixels(labels: np.ndarray) -> np.ndarray:
     return np.bincount(flat[flat < NUM_CLASSES], minlength=NUM_CLASSES).astype(np.int64)
 
 
-def _rows(source: str, model: str, counts: np.ndarray, lat: float | None = None, lon: float | None = None) -> list[dict]:
+def class_rows(source: str, model: str, counts: np.ndarray, lat: float | None = None,
+               lon: float | None = None) -> list[dict]:
+    """One row per class from an image's pixels per class (`class_pixels`)."""
     total = int(counts.sum())
     return [{"source": source, "model": model, "lat": lat, "lon": lon, "class_id": c, "class_name": CLASS_NAMES[c],
              "category": CLASS_CATEGORIES[c], "pixels": int(counts[c]),
@@ -87,7 +89,7 @@ def _rows(source: str, model: str, counts: np.ndarray, lat: float | None = None,
 def coverage_rows(source: str, model: str, labels: np.ndarray, lat: float | None = None,
                   lon: float | None = None) -> list[dict]:
     """One row per class for one predicted label map (taken at lat, lon when known)."""
-    return _rows(source, model, class_pixels(labels), lat, lon)
+    return class_rows(source, model, class_pixels(labels), lat, lon)
 
 
 def indicators(counts: np.ndarray, green_terrain: bool = False) -> dict[str, float | None]:
@@ -217,7 +219,7 @@ def aggregate(rows: Iterable[dict], source: str = "all images") -> list[dict]:
     pixels: dict[str, np.ndarray] = {}
     for r in rows:
         pixels.setdefault(r["model"], np.zeros(NUM_CLASSES, np.int64))[r["class_id"]] += r["pixels"]
-    return [row for model, counts in pixels.items() for row in _rows(source, model, counts)]
+    return [row for model, counts in pixels.items() for row in class_rows(source, model, counts)]
 
 
 def summary(rows: Iterable[dict]) -> list[dict]:

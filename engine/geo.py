@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -446,22 +445,6 @@ def parse_districts(text: str, path: str, name_field: str | None = None) -> list
     return areas
 
 
-_TREES: dict[tuple[int, ...], tuple[tuple[Area, ...], shapely.STRtree]] = {}
-_TREES_LOCK = threading.Lock()
-
-
-def _tree(areas: Sequence[Area]) -> shapely.STRtree:
-    """The spatial index of `areas`, kept for the last few area lists (keyed by the identity of their Area
-    objects, which are immutable; the cache holds them, so an id is not reused while its entry lives)."""
-    key = tuple(map(id, areas))
-    with _TREES_LOCK:
-        if key not in _TREES:
-            if len(_TREES) >= 8:
-                del _TREES[next(iter(_TREES))]
-            _TREES[key] = (tuple(areas), shapely.STRtree([a.geometry for a in areas]))
-        return _TREES[key][1]
-
-
 def areas_of(places: Sequence[Place | None], areas: Sequence[Area]) -> list[str | None]:
     """`area_of` for many places at once (None for a None place)."""
     names: list[str | None] = [None] * len(places)
@@ -469,7 +452,8 @@ def areas_of(places: Sequence[Place | None], areas: Sequence[Area]) -> list[str 
     if not located or not areas:
         return names
     points = shapely.points([(places[i].lon, places[i].lat) for i in located])
-    hit_point, hit_area = _tree(areas).query(points, predicate="covered_by")
+    tree = shapely.STRtree([a.geometry for a in areas])  # built once per call: one call places every image
+    hit_point, hit_area = tree.query(points, predicate="covered_by")
     first = np.full(len(located), len(areas))
     np.minimum.at(first, hit_point, hit_area)  # the first area in file order, where several cover a point
     for i, a in zip(located, first.tolist()):

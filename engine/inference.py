@@ -102,7 +102,9 @@ class Segmenter:
         self.device = select_device(str(device))
         self.options = _default_batch(options or InferenceOptions(), self.device)
         self.checkpoint_path = checkpoint_path
-        self.ckpt = checkpoints.load(checkpoint_path, store=store)  # store: check the sha256 recorded at training
+        # store: check the file against the sha256 recorded at training (kept: what the store knows it by)
+        self.ckpt, self.sha256 = (checkpoints.load_with_sha256(checkpoint_path, store=store) if store is not None
+                                  else (checkpoints.load(checkpoint_path), None))
         self.num_classes = int(self.ckpt["num_classes"])
         recipe = self.ckpt["recipe"]["data"]
         self.input_size = input_size if input_size == "native" else tuple(

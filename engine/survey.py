@@ -47,7 +47,7 @@ class Survey:
         """One labelled image (or frame `time_s` seconds into a video) taken at `place` (None: unknown)."""
         lat, lon = (place.lat, place.lon) if place else (None, None)
         counts = coverage.class_pixels(labels)
-        self.rows += self.provenance.stamp(coverage.coverage_rows(source, self.model, labels, lat, lon))
+        self.rows += self.provenance.stamp(coverage.class_rows(source, self.model, counts, lat, lon))
         self.places += self.provenance.stamp([coverage.place_row(
             source, self.model, counts, green_terrain=self.provenance.green_terrain, lat=lat, lon=lon,
             direction=place.direction if place else None, time_s=time_s)])
