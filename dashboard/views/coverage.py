@@ -153,9 +153,14 @@ try:
 except ValueError as e:
     st.warning(f"{e}; showing plain longitude/latitude axes.")
     tiles = None
-fig = maps.map_figure(points, indicator, areas=survey.map_areas(found), route=found.route, tile_url=tiles)
-# a new survey gets a new map (key), so a click on the last one is not taken for a photo of this one
-clicked = maps.geo_map(fig, result["thumbnails"], key=f"coverage_map_{hash(job) & 0xFFFFFFFF:08x}")
+clicked = None
+if not n_placed:  # nothing to draw: say so in one line rather than under an empty map
+    st.info("No image has a place, so there is nothing to map: give photos with EXIF GPS, a places CSV "
+            "(file, lat, lon), or a dashcam video with its GPX track.")
+else:
+    fig = maps.map_figure(points, indicator, areas=survey.map_areas(found), route=found.route, tile_url=tiles)
+    # a new survey gets a new map (key), so a click on the last one is not taken for a photo of this one
+    clicked = maps.geo_map(fig, result["thumbnails"], key=f"coverage_map_{hash(job) & 0xFFFFFFFF:08x}")
 if clicked is not None and 0 <= clicked < len(views):
     row = found.places[clicked]
     image, labels = views[clicked]
@@ -164,7 +169,7 @@ if clicked is not None and 0 <= clicked < len(views):
     a, b = st.columns(2)
     a.image(image, caption="image", width="stretch")
     b.image(overlay(image, labels, 0.6), caption=f"{found.model}'s labels", width="stretch")
-else:
+elif n_placed:
     st.caption("Click a point to see its image and the model's labels.")
 if found.areas:
     st.dataframe(pd.DataFrame(survey.area_rows(found), columns=survey.AREA_COLUMNS), hide_index=True, width="stretch",
